@@ -1,0 +1,38 @@
+"""taatom-jobs: importing this package wires the broker and declares every actor.
+
+It is the target of ``dramatiq jobs`` and what the app imports::
+
+    from jobs import send_email
+    send_email.send(to="ana@example.com", subject="Your code", text="...")
+
+Importing reads the settings once and builds the broker; it opens no
+connection and starts no thread.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+
+from .actors import declare_actors
+from .settings import Settings
+from .wiring import build_broker
+
+settings = Settings.load()
+broker = build_broker(settings)
+dramatiq.set_broker(broker)
+actors = declare_actors(broker, settings)
+
+send_email = actors.send_email
+process_image = actors.process_image
+aggregate_analytics = actors.aggregate_analytics
+cleanup = actors.cleanup
+
+__all__ = [
+    "actors",
+    "aggregate_analytics",
+    "broker",
+    "cleanup",
+    "process_image",
+    "send_email",
+    "settings",
+]

@@ -1,0 +1,78 @@
+"""The actor class of every taatom job: validates its payload when sent and when run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import dramatiq
+from dramatiq.broker import Broker
+from dramatiq.message import Message
+
+from middleware.errors import VAL_2001, JobError
+
+from .payloads import Payload
+
+JobResult = dict[str, Any]
+
+
+class JobActor(dramatiq.Actor):  # type: ignore[type-arg]
+    """A Dramatiq actor whose keyword arguments follow a :class:`Payload` schema.
+
+    ``send()`` validates and normalises the payload before anything reaches
+    Redis, so the app gets a ``VAL_2001`` (or ``FILE_4001``) error at once;
+    the worker validates again, since anything may have written to the queue.
+    The job function receives the parsed payload.
+
+    Parameters:
+      fn: the job logic, taking the parsed payload and returning a JSON dict.
+      payload: the payload schema.
+      label: how log lines name the job ("image processing").
+      sensitive_args: payload keys that never appear in logs, pages or
+        (with an encryption key set) Redis in clear.
+      validation_context: settings the schema's rules depend on.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[Any], JobResult],
+        *,
+        broker: Broker,
+        actor_name: str,
+        queue_name: str,
+        payload: type[Payload],
+        label: str,
+        sensitive_args: frozenset[str] = frozenset(),
+        validation_context: Mapping[str, Any] | None = None,
+        priority: int = 0,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        self.payload = payload
+        self.label = label
+        self.sensitive_args = sensitive_args
+        self.validation_context = dict(validation_context or {})
+        self.job_fn = fn
+        super().__init__(
+            self._run,
+            broker=broker,
+            actor_name=actor_name,
+            queue_name=queue_name,
+            priority=priority,
+            options=options or {},
+        )
+
+    def parse(self, kwargs: Mapping[str, Any]) -> Payload:
+        return self.payload.parse(kwargs, self.validation_context)
+
+    def message_with_options(
+        self, *, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> Message[JobResult]:
+        if args:
+            raise JobError(VAL_2001, f"{self.actor_name} takes keyword arguments only")
+        payload = self.parse(kwargs or {})
+        return super().message_with_options(kwargs=payload.to_kwargs(), **options)  # type: ignore[no-any-return]
+
+    def _run(self, *args: Any, **kwargs: Any) -> JobResult:
+        if args:
+            raise JobError(VAL_2001, f"{self.actor_name} takes keyword arguments only")
+        return self.job_fn(self.parse(kwargs))

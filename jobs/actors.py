@@ -1,0 +1,78 @@
+"""Declare the four actors of DESIGN.md on a broker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from dramatiq.broker import Broker
+
+from middleware.errors import SRV_6004, JobError
+
+from .actor import JobActor, JobResult
+from .payloads import AnalyticsPayload, CleanupPayload, EmailPayload, ImagePayload, Payload
+from .settings import Settings
+
+
+def not_built(job: str) -> Callable[[Any], JobResult]:
+    """Job logic that has not landed yet: fail plainly instead of pretending to work."""
+
+    def run(payload: Payload) -> JobResult:
+        raise JobError(SRV_6004, f"the {job} job's logic is not part of this build yet")
+
+    run.__name__ = f"{job.replace(' ', '_')}_not_built"
+    return run
+
+
+@dataclass(frozen=True)
+class Actors:
+    send_email: JobActor
+    process_image: JobActor
+    aggregate_analytics: JobActor
+    cleanup: JobActor
+
+    def __iter__(self) -> Iterator[JobActor]:
+        return iter((self.send_email, self.process_image, self.aggregate_analytics, self.cleanup))
+
+
+def declare_actors(broker: Broker, settings: Settings) -> Actors:
+    def declare(
+        name: str,
+        queue: str,
+        fn: Callable[[Any], JobResult],
+        payload: type[Payload],
+        label: str,
+        sensitive: frozenset[str] = frozenset(),
+    ) -> JobActor:
+        policy = settings.queue_policy(queue)
+        return JobActor(
+            fn,
+            broker=broker,
+            actor_name=name,
+            queue_name=queue,
+            payload=payload,
+            label=label,
+            sensitive_args=sensitive,
+            validation_context={"cleanup_min_older_than_days": settings.cleanup_min_older_than_days},
+            options={"time_limit": policy.time_limit_ms},
+        )
+
+    return Actors(
+        send_email=declare(
+            "send_email",
+            "email",
+            not_built("e-mail"),
+            EmailPayload,
+            "email",
+            # OTP codes and reset links travel in these, often in the subject too.
+            frozenset({"subject", "html", "text"}),
+        ),
+        process_image=declare(
+            "process_image", "image-processing", not_built("image processing"), ImagePayload, "image processing"
+        ),
+        aggregate_analytics=declare(
+            "aggregate_analytics", "analytics", not_built("analytics"), AnalyticsPayload, "analytics"
+        ),
+        cleanup=declare("cleanup", "cleanup", not_built("cleanup"), CleanupPayload, "cleanup"),
+    )

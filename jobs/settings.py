@@ -1,0 +1,270 @@
+"""One validated settings object, read once from the environment.
+
+Values come from an optional ``environment.env`` file, overridden by the
+process environment. :meth:`Settings.load` is the only place in the code base
+that reads ``os.environ``; everything else receives the object it returns.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
+
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+DEFAULT_ENV_FILE = "environment.env"
+
+QueueName = Literal["email", "image-processing", "analytics", "cleanup"]
+QUEUES: tuple[QueueName, ...] = ("email", "image-processing", "analytics", "cleanup")
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+PositiveInt = Annotated[int, Field(ge=1)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class SettingsError(ValueError):
+    """Raised when the environment holds a value we cannot use.
+
+    The message names every offending variable and what it accepts; values of
+    secret variables are never repeated back.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePolicy:
+    """What the middleware needs to know about one queue."""
+
+    name: str
+    concurrency: int
+    max_attempts: int
+    backoff_min_ms: int
+    backoff_max_ms: int
+    backoff_jitter: float
+    time_limit_ms: int
+
+
+class Settings(BaseModel):
+    """Every setting of taatom-jobs. Field aliases are the environment variable names."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    # --- mode ---------------------------------------------------------------
+    app_env: Literal["development", "test", "staging", "production"] = Field(
+        "development", alias="APP_ENV"
+    )
+    enable_background_jobs: bool = Field(False, alias="ENABLE_BACKGROUND_JOBS")
+
+    # --- Redis (broker, state, results) -------------------------------------
+    redis_url: SecretStr | None = Field(None, alias="REDIS_URL")
+    redis_host: str = Field("127.0.0.1", alias="REDIS_HOST")
+    redis_port: Port = Field(6379, alias="REDIS_PORT")
+    redis_password: SecretStr | None = Field(None, alias="REDIS_PASSWORD")
+    redis_db: Annotated[int, Field(ge=0, le=1023)] = Field(0, alias="REDIS_DB")
+    redis_namespace: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = Field(
+        "taatom", alias="REDIS_NAMESPACE"
+    )
+    # redis-py 8 defaults to a 5 s socket timeout, which would cut blocking
+    # reads (result waits, wake-ups) short; ours is explicit and longer.
+    redis_socket_timeout_s: PositiveFloat = Field(30.0, alias="REDIS_SOCKET_TIMEOUT_S")
+
+    # --- MongoDB ---------------------------------------------------------------
+    mongo_url: SecretStr | None = Field(None, alias="MONGO_URL")
+    mongo_db: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,63}$")] = Field("taatom", alias="MONGO_DB")
+
+    # --- e-mail ------------------------------------------------------------------
+    smtp_host: str | None = Field(None, alias="SMTP_HOST")
+    smtp_port: Port = Field(587, alias="SMTP_PORT")
+    smtp_user: str | None = Field(None, alias="SMTP_USER")
+    smtp_password: SecretStr | None = Field(None, alias="SMTP_PASSWORD")
+    smtp_security: Literal["starttls", "ssl", "none"] = Field("starttls", alias="SMTP_SECURITY")
+    smtp_timeout_s: PositiveFloat = Field(10.0, alias="SMTP_TIMEOUT_S")
+    email_from: str = Field("Taatom <no-reply@taatom.app>", alias="EMAIL_FROM")
+    email_outbox_dir: Path | None = Field(None, alias="EMAIL_OUTBOX_DIR")
+
+    # --- embedded mode -------------------------------------------------------------
+    embedded_data_dir: Path = Field(Path(".taatom-jobs"), alias="EMBEDDED_DATA_DIR")
+    embedded_worker_threads: Annotated[int, Field(ge=1, le=64)] = Field(4, alias="EMBEDDED_WORKER_THREADS")
+
+    # --- policy: attempts, backoff, limits, per queue -------------------------------
+    backoff_min_ms: PositiveInt = Field(2000, alias="JOBS_BACKOFF_MIN_MS")
+    backoff_max_ms: PositiveInt = Field(300_000, alias="JOBS_BACKOFF_MAX_MS")
+    backoff_jitter: Annotated[float, Field(ge=0, le=1)] = Field(0.25, alias="JOBS_BACKOFF_JITTER")
+
+    email_concurrency: PositiveInt = Field(5, alias="EMAIL_CONCURRENCY")
+    image_concurrency: PositiveInt = Field(3, alias="IMAGE_CONCURRENCY")
+    analytics_concurrency: PositiveInt = Field(2, alias="ANALYTICS_CONCURRENCY")
+    cleanup_concurrency: PositiveInt = Field(1, alias="CLEANUP_CONCURRENCY")
+
+    email_max_attempts: PositiveInt = Field(3, alias="EMAIL_MAX_ATTEMPTS")
+    image_max_attempts: PositiveInt = Field(3, alias="IMAGE_MAX_ATTEMPTS")
+    analytics_max_attempts: PositiveInt = Field(3, alias="ANALYTICS_MAX_ATTEMPTS")
+    cleanup_max_attempts: PositiveInt = Field(3, alias="CLEANUP_MAX_ATTEMPTS")
+
+    email_backoff_min_ms: PositiveInt | None = Field(None, alias="EMAIL_BACKOFF_MIN_MS")
+    image_backoff_min_ms: PositiveInt | None = Field(None, alias="IMAGE_BACKOFF_MIN_MS")
+    analytics_backoff_min_ms: PositiveInt | None = Field(None, alias="ANALYTICS_BACKOFF_MIN_MS")
+    cleanup_backoff_min_ms: PositiveInt | None = Field(None, alias="CLEANUP_BACKOFF_MIN_MS")
+
+    email_time_limit_s: PositiveFloat = Field(60, alias="EMAIL_TIME_LIMIT_S")
+    image_time_limit_s: PositiveFloat = Field(120, alias="IMAGE_TIME_LIMIT_S")
+    analytics_time_limit_s: PositiveFloat = Field(900, alias="ANALYTICS_TIME_LIMIT_S")
+    cleanup_time_limit_s: PositiveFloat = Field(1800, alias="CLEANUP_TIME_LIMIT_S")
+
+    cleanup_min_older_than_days: PositiveInt = Field(7, alias="CLEANUP_MIN_OLDER_THAN_DAYS")
+
+    # --- secrets in messages ----------------------------------------------------
+    jobs_encryption_key: SecretStr | None = Field(None, alias="JOBS_ENCRYPTION_KEY")
+    jobs_encryption_old_keys: SecretStr | None = Field(None, alias="JOBS_ENCRYPTION_OLD_KEYS")
+
+    # --- observability -----------------------------------------------------------
+    sentry_dsn: SecretStr | None = Field(None, alias="SENTRY_DSN")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
+    log_format_setting: Literal["json", "text"] | None = Field(None, alias="LOG_FORMAT")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_unset(cls, data: Any) -> Any:
+        # `FOO=` in an env file or a shell export means "not set": the
+        # default applies rather than a type error.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (isinstance(v, str) and v.strip() == "")}
+        return data
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
+        return value
+
+    @field_validator("mongo_url")
+    @classmethod
+    def _mongo_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("mongodb://", "mongodb+srv://")):
+            raise ValueError("must start with mongodb:// or mongodb+srv://")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.backoff_min_ms > self.backoff_max_ms:
+            raise ValueError("JOBS_BACKOFF_MIN_MS must not exceed JOBS_BACKOFF_MAX_MS")
+        if self.is_production and not self.smtp_host:
+            raise ValueError("SMTP_HOST is required when APP_ENV=production (the outbox is for development)")
+        if self.is_production and not (self.mongo_url):
+            raise ValueError("MONGO_URL is required when APP_ENV=production")
+        return self
+
+    # --- derived values -------------------------------------------------------------
+    @property
+    def is_production(self) -> bool:
+        return self.app_env == "production"
+
+    @property
+    def real_mode(self) -> bool:
+        """Real mode sends messages to Redis for `dramatiq jobs` workers."""
+        return self.enable_background_jobs or self.is_production
+
+    @property
+    def log_format(self) -> Literal["json", "text"]:
+        if self.log_format_setting is not None:
+            return self.log_format_setting
+        return "json" if self.is_production else "text"
+
+    def redis_connection_url(self) -> str:
+        """The Redis URL with its password; never log the return value."""
+        if self.redis_url is not None:
+            return self.redis_url.get_secret_value()
+        auth = ""
+        if self.redis_password is not None:
+            auth = ":" + quote(self.redis_password.get_secret_value(), safe="") + "@"
+        return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+
+    def queue_policy(self, queue: str) -> QueuePolicy:
+        prefix = {"email": "email", "image-processing": "image", "analytics": "analytics", "cleanup": "cleanup"}
+        if queue not in prefix:
+            raise KeyError(f"unknown queue {queue!r}; known: {', '.join(QUEUES)}")
+        p = prefix[queue]
+        backoff_min = getattr(self, f"{p}_backoff_min_ms") or self.backoff_min_ms
+        return QueuePolicy(
+            name=queue,
+            concurrency=getattr(self, f"{p}_concurrency"),
+            max_attempts=getattr(self, f"{p}_max_attempts"),
+            backoff_min_ms=backoff_min,
+            backoff_max_ms=max(self.backoff_max_ms, backoff_min),
+            backoff_jitter=self.backoff_jitter,
+            time_limit_ms=int(getattr(self, f"{p}_time_limit_s") * 1000),
+        )
+
+    # --- loading -----------------------------------------------------------------------
+    @classmethod
+    def env_names(cls) -> set[str]:
+        return {f.alias for f in cls.model_fields.values() if f.alias}
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, str | None]) -> Settings:
+        """Validate settings from a mapping of environment variable names to values."""
+        names = cls.env_names()
+        data = {k.upper(): v for k, v in values.items() if k.upper() in names and v is not None}
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc, data)) from None
+
+    @classmethod
+    def load(
+        cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = DEFAULT_ENV_FILE
+    ) -> Settings:
+        """Build settings from ``env_file`` (if it exists) overridden by ``environ``.
+
+        ``environ`` defaults to the process environment; ``ENV_FILE`` in it
+        names another file to read instead of ``environment.env``.
+        """
+        environ = os.environ if environ is None else environ
+        env_file = environ.get("ENV_FILE", env_file)
+        merged: dict[str, str | None] = {}
+        if env_file is not None and Path(env_file).is_file():
+            merged.update({k.upper(): v for k, v in dotenv_values(env_file).items()})
+        merged.update({k.upper(): v for k, v in environ.items()})
+        return cls.from_mapping(merged)
+
+
+_SECRET_FIELDS = {
+    name.upper()
+    for name in (
+        "REDIS_URL",
+        "REDIS_PASSWORD",
+        "MONGO_URL",
+        "SMTP_PASSWORD",
+        "SENTRY_DSN",
+        "JOBS_ENCRYPTION_KEY",
+        "JOBS_ENCRYPTION_OLD_KEYS",
+    )
+}
+
+
+def _describe(exc: ValidationError, data: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for err in exc.errors(include_url=False, include_input=False):
+        name = str(err["loc"][0]) if err["loc"] else ""
+        reason = err["msg"].removeprefix("Value error, ")
+        if not name:
+            problems.append(reason)
+        elif name in _SECRET_FIELDS or name not in data:
+            problems.append(f"{name}: {reason}")
+        else:
+            problems.append(f"{name}={data[name]!r}: {reason}")
+    return problems
