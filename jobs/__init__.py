@@ -14,13 +14,15 @@ from __future__ import annotations
 import dramatiq
 
 from .actors import declare_actors
+from .runtime import Runtime
 from .settings import Settings
 from .wiring import build_broker
 
 settings = Settings.load()
 broker = build_broker(settings)
 dramatiq.set_broker(broker)
-actors = declare_actors(broker, settings)
+runtime = Runtime(settings)
+actors = declare_actors(broker, settings, runtime)
 
 send_email = actors.send_email
 process_image = actors.process_image
@@ -33,6 +35,7 @@ __all__ = [
     "broker",
     "cleanup",
     "process_image",
+    "runtime",
     "send_email",
     "settings",
 ]

@@ -70,7 +70,7 @@ class JobActor(dramatiq.Actor):  # type: ignore[type-arg]
         if args:
             raise JobError(VAL_2001, f"{self.actor_name} takes keyword arguments only")
         payload = self.parse(kwargs or {})
-        return super().message_with_options(kwargs=payload.to_kwargs(), **options)  # type: ignore[no-any-return]
+        return super().message_with_options(kwargs=payload.to_kwargs(), **options)
 
     def _run(self, *args: Any, **kwargs: Any) -> JobResult:
         if args:

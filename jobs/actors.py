@@ -12,6 +12,7 @@ from middleware.errors import SRV_6004, JobError
 
 from .actor import JobActor, JobResult
 from .payloads import AnalyticsPayload, CleanupPayload, EmailPayload, ImagePayload, Payload
+from .runtime import Runtime
 from .settings import Settings
 
 
@@ -36,7 +37,9 @@ class Actors:
         return iter((self.send_email, self.process_image, self.aggregate_analytics, self.cleanup))
 
 
-def declare_actors(broker: Broker, settings: Settings) -> Actors:
+def declare_actors(broker: Broker, settings: Settings, runtime: Runtime) -> Actors:
+    """Declare the four actors; their job logic reaches shared clients through ``runtime``."""
+
     def declare(
         name: str,
         queue: str,
@@ -69,7 +72,11 @@ def declare_actors(broker: Broker, settings: Settings) -> Actors:
             frozenset({"subject", "html", "text"}),
         ),
         process_image=declare(
-            "process_image", "image-processing", not_built("image processing"), ImagePayload, "image processing"
+            "process_image",
+            "image-processing",
+            not_built("image processing"),
+            ImagePayload,
+            "image processing",
         ),
         aggregate_analytics=declare(
             "aggregate_analytics", "analytics", not_built("analytics"), AnalyticsPayload, "analytics"

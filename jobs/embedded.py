@@ -65,7 +65,9 @@ class EmbeddedWorker(Middleware):
                     broker.emit_after("process_boot")
                 finally:
                     self._booting = False
-                worker = Worker(broker, worker_threads=self.worker_threads, worker_timeout=self.worker_timeout_ms)
+                worker = Worker(
+                    broker, worker_threads=self.worker_threads, worker_timeout=self.worker_timeout_ms
+                )
                 worker.start()
                 self.worker = worker
                 atexit.register(self.stop)

@@ -6,6 +6,9 @@ import logging
 import sys
 from typing import TextIO
 
+from dramatiq.broker import Broker
+from dramatiq.middleware import Middleware
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 from middleware.log_sanitizer import SanitizingFilter
@@ -27,36 +30,57 @@ class TextFormatter(logging.Formatter):
         return super().format(record)
 
 
-def build_handler(settings: Settings, stream: TextIO | None = None) -> logging.Handler:
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.set_name(_HANDLER_NAME)
+def build_formatter(settings: Settings) -> logging.Formatter:
     if settings.log_format == "json":
-        handler.setFormatter(
-            JsonFormatter(
-                "%(asctime)s %(levelname)s %(name)s %(message)s",
-                rename_fields={"levelname": "level", "name": "logger"},
-                timestamp=False,
-            )
+        return JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"levelname": "level", "name": "logger"},
+            reserved_attrs=[*RESERVED_ATTRS, "short_level", "_taatom_sanitized"],
         )
-    else:
-        handler.setFormatter(TextFormatter())
+    return TextFormatter()
+
+
+def style_handler(handler: logging.Handler, settings: Settings) -> logging.Handler:
+    handler.setFormatter(build_formatter(settings))
+    for old in [f for f in handler.filters if isinstance(f, SanitizingFilter)]:
+        handler.removeFilter(old)
     # E-mail addresses are personal data: masked in production logs.
     handler.addFilter(SanitizingFilter(mask_emails=settings.is_production))
     return handler
 
 
-def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
-    """Install our handler on the root logger, replacing any earlier one of ours.
+def configure_logging(
+    settings: Settings, stream: TextIO | None = None, *, adopt_handlers: bool = False
+) -> None:
+    """Configure the root logger once per process: our format, the sanitizer on every handler.
 
     Called by entry points (the demo, the scheduler, each worker process),
-    never at import time.
+    never at import time. ``adopt_handlers`` restyles the handlers already
+    installed (Dramatiq's CLI pipes worker output to its main process)
+    instead of adding ours.
     """
     root = logging.getLogger()
-    for existing in list(root.handlers):
-        if existing.get_name() == _HANDLER_NAME:
-            root.removeHandler(existing)
-    root.addHandler(build_handler(settings, stream))
+    if adopt_handlers and root.handlers:
+        for handler in root.handlers:
+            style_handler(handler, settings)
+    else:
+        for existing in list(root.handlers):
+            if existing.get_name() == _HANDLER_NAME:
+                root.removeHandler(existing)
+        handler = logging.StreamHandler(stream or sys.stderr)
+        handler.set_name(_HANDLER_NAME)
+        root.addHandler(style_handler(handler, settings))
     root.setLevel(settings.log_level)
     # Dramatiq's debug chatter only when asked for; pymongo's never by default.
     if settings.log_level != "DEBUG":
         logging.getLogger("pymongo").setLevel(logging.WARNING)
+
+
+class WorkerLogging(Middleware):
+    """Configures logging in each `dramatiq jobs` worker process as it boots."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def after_process_boot(self, broker: Broker) -> None:
+        configure_logging(self.settings, adopt_handlers=True)

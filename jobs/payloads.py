@@ -12,7 +12,16 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from middleware.errors import FILE_4001, VAL_2001, JobError
 
@@ -46,7 +55,10 @@ class Payload(BaseModel):
             return cls.model_validate(dict(data), context=dict(context or {}))
         except ValidationError as exc:
             details = [
-                {"field": ".".join(str(p) for p in e["loc"]) or "(payload)", "problem": e["msg"]}
+                {
+                    "field": ".".join(str(p) for p in e["loc"]) or "(payload)",
+                    "problem": e["msg"].removeprefix("Value error, "),
+                }
                 for e in exc.errors(include_url=False, include_input=False, include_context=False)
             ]
             missing = {d["field"] for d in details} & cls.required_data_fields
@@ -122,9 +134,9 @@ TransformationStep = dict[str, Any]
 class ImagePayload(Payload):
     image_url: Annotated[str, Field(min_length=1, max_length=MAX_URL_CHARS)]
     transformations: Annotated[list[TransformationStep], Field(max_length=MAX_TRANSFORMATION_STEPS)]
-    variants: dict[str, Annotated[list[TransformationStep], Field(max_length=MAX_TRANSFORMATION_STEPS)]] | None = (
-        None
-    )
+    variants: (
+        dict[str, Annotated[list[TransformationStep], Field(max_length=MAX_TRANSFORMATION_STEPS)]] | None
+    ) = None
 
     @field_validator("image_url", mode="after")
     @classmethod

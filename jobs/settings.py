@@ -15,7 +15,15 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_ENV_FILE = "environment.env"
 
@@ -58,9 +66,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
 
     # --- mode ---------------------------------------------------------------
-    app_env: Literal["development", "test", "staging", "production"] = Field(
-        "development", alias="APP_ENV"
-    )
+    app_env: Literal["development", "test", "staging", "production"] = Field("development", alias="APP_ENV")
     enable_background_jobs: bool = Field(False, alias="ENABLE_BACKGROUND_JOBS")
 
     # --- Redis (broker, state, results) -------------------------------------
@@ -147,7 +153,9 @@ class Settings(BaseModel):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+        if value is not None and not value.get_secret_value().startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
             raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
         return value
 
@@ -194,7 +202,12 @@ class Settings(BaseModel):
         return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
 
     def queue_policy(self, queue: str) -> QueuePolicy:
-        prefix = {"email": "email", "image-processing": "image", "analytics": "analytics", "cleanup": "cleanup"}
+        prefix = {
+            "email": "email",
+            "image-processing": "image",
+            "analytics": "analytics",
+            "cleanup": "cleanup",
+        }
         if queue not in prefix:
             raise KeyError(f"unknown queue {queue!r}; known: {', '.join(QUEUES)}")
         p = prefix[queue]
@@ -226,12 +239,16 @@ class Settings(BaseModel):
 
     @classmethod
     def load(
-        cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = DEFAULT_ENV_FILE
+        cls,
+        environ: Mapping[str, str] | None = None,
+        env_file: str | Path | None = DEFAULT_ENV_FILE,
+        overrides: Mapping[str, str] | None = None,
     ) -> Settings:
         """Build settings from ``env_file`` (if it exists) overridden by ``environ``.
 
         ``environ`` defaults to the process environment; ``ENV_FILE`` in it
         names another file to read instead of ``environment.env``.
+        ``overrides`` win over both (the demo forces embedded mode with them).
         """
         environ = os.environ if environ is None else environ
         env_file = environ.get("ENV_FILE", env_file)
@@ -239,6 +256,7 @@ class Settings(BaseModel):
         if env_file is not None and Path(env_file).is_file():
             merged.update({k.upper(): v for k, v in dotenv_values(env_file).items()})
         merged.update({k.upper(): v for k, v in environ.items()})
+        merged.update({k.upper(): v for k, v in (overrides or {}).items()})
         return cls.from_mapping(merged)
 
 

@@ -15,6 +15,7 @@ from dramatiq.middleware import CurrentMessage, Middleware, TimeLimit
 from middleware.sanitize import register_secret
 
 from .embedded import EmbeddedWorker
+from .logs import WorkerLogging
 from .settings import Settings
 
 
@@ -31,7 +32,7 @@ def redis_client(settings: Settings) -> redis.Redis:
 def embedded_redis_client() -> redis.Redis:
     import fakeredis  # only embedded mode pays for the import
 
-    return fakeredis.FakeRedis(server=fakeredis.FakeServer())  # type: ignore[no-any-return]
+    return fakeredis.FakeRedis(server=fakeredis.FakeServer())
 
 
 def policy_middleware(settings: Settings) -> list[Middleware]:
@@ -62,10 +63,12 @@ def build_broker(settings: Settings, *, client: redis.Redis | None = None) -> Re
     options: dict[str, Any] = {"namespace": settings.redis_namespace}
     if settings.real_mode:
         client = client or redis_client(settings)
+        # Embedded mode leaves logging to the app that embeds it.
+        middleware.append(WorkerLogging(settings))
     else:
         client = client or embedded_redis_client()
         middleware.append(EmbeddedWorker(worker_threads=settings.embedded_worker_threads))
-    return RedisBroker(client=client, middleware=middleware, **options)
+    return RedisBroker(client=client, middleware=middleware, **options)  # type: ignore[no-untyped-call]
 
 
 def embedded_worker(broker: RedisBroker) -> EmbeddedWorker | None:

@@ -72,7 +72,9 @@ _DENY_WORDS = frozenset(
     }
 )
 
-_SECRET_WORDS = r"pass(?:word|wd)?|pwd|secret|token|api[_-]?key|otp|auth(?:orization)?|credentials?|private[_-]?key"
+_SECRET_WORDS = (
+    r"pass(?:word|wd)?|pwd|secret|token|api[_-]?key|otp|auth(?:orization)?|credentials?|private[_-]?key"  # noqa: S105
+)
 _TEXT_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # scheme://user:password@host -> keep the user, drop the password
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@]*):([^\s/@]+)@"), r"\1:" + REDACTED + "@"),
@@ -80,12 +82,18 @@ _TEXT_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}"), REDACTED),
     # password=..., "token": "...", otp: 123456
     (
-        re.compile(r"(?i)\b((?:[a-z0-9_-]*?)(?:" + _SECRET_WORDS + r"))([\"']?\s*[:=]\s*[\"']?)([^\s\"',;&}]+)"),
+        re.compile(
+            r"(?i)\b((?:[a-z0-9_-]*?)(?:" + _SECRET_WORDS + r"))([\"']?\s*[:=]\s*[\"']?)([^\s\"',;&}]+)"
+        ),
         r"\1\2" + REDACTED,
     ),
     (re.compile(r"\b[0-9a-fA-F]{32,}\b"), REDACTED),
-    (re.compile(r"(?<![A-Za-z0-9+/_-])(?=[A-Za-z0-9+/_-]*\d)(?=[A-Za-z0-9+/_-]*[A-Za-z])[A-Za-z0-9+/_-]{40,}={0,2}"),
-     REDACTED),
+    (
+        re.compile(
+            r"(?<![A-Za-z0-9+/_-])(?=[A-Za-z0-9+/_-]*\d)(?=[A-Za-z0-9+/_-]*[A-Za-z])[A-Za-z0-9+/_-]{40,}={0,2}"
+        ),
+        REDACTED,
+    ),
 ]
 _EMAIL = re.compile(r"\b([A-Za-z0-9])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})\b")
 

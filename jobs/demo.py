@@ -1,0 +1,183 @@
+"""`python -m jobs demo`: sample jobs through the full stack in embedded mode.
+
+It needs no Redis, MongoDB or SMTP server. Each job issue adds its samples
+here; jobs whose logic has not landed show ``SRV_6004`` rather than pretend.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from dramatiq.broker import Broker, MessageProxy
+from dramatiq.middleware import Middleware
+
+from middleware.errors import JobError
+
+from .actor import JobActor
+from .actors import Actors, declare_actors
+from .logs import configure_logging
+from .runtime import Runtime
+from .settings import Settings
+from .wiring import build_broker, embedded_worker
+
+
+@dataclass
+class Outcome:
+    job: str
+    queue: str
+    state: str = "queued"
+    attempts: int = 0
+    started: float | None = None
+    duration_ms: float | None = None
+    detail: str = ""
+
+
+@dataclass
+class OutcomeRecorder(Middleware):
+    """Collects what happened to each demo message, in memory."""
+
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    finished: threading.Condition = field(default_factory=threading.Condition)
+
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        with self.finished:
+            outcome = self.outcomes[message.message_id]
+            outcome.attempts += 1
+            outcome.state = "running"
+            outcome.started = time.perf_counter()
+
+    def after_process_message(
+        self,
+        broker: Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        with self.finished:
+            outcome = self.outcomes[message.message_id]
+            outcome.duration_ms = (time.perf_counter() - (outcome.started or 0)) * 1000
+            if exception is None:
+                outcome.state, outcome.detail = "succeeded", _short(result)
+            elif message.options.get("retry_at") is not None:
+                outcome.state, outcome.detail = "retrying", _error(exception)
+            else:
+                outcome.state, outcome.detail = "failed", _error(exception)
+            self.finished.notify_all()
+
+    def wait(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        with self.finished:
+            while any(o.state in ("queued", "running", "retrying") for o in self.outcomes.values()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.finished.wait(left)
+        return True
+
+
+def _error(exc: BaseException) -> str:
+    return f"{exc.code}: {exc.message}" if isinstance(exc, JobError) else type(exc).__name__
+
+
+def _short(result: Any, limit: int = 70) -> str:
+    text = repr(result)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+Sample = tuple[str, Callable[[Actors], JobActor], dict[str, Any]]
+
+
+def samples() -> list[Sample]:
+    """The demo's jobs: every actor once with a valid payload, and bad input."""
+    return [
+        (
+            "email: OTP",
+            lambda a: a.send_email,
+            {"to": "ana@example.com", "subject": "Your Taatom code", "text": "Your code is 418203."},
+        ),
+        ("email: no recipient", lambda a: a.send_email, {"to": [], "subject": "Hi", "text": "..."}),
+        (
+            "image: thumbnail",
+            lambda a: a.process_image,
+            {
+                "image_url": "https://images.example.com/p/1.jpg",
+                "transformations": [{"width": 1080, "height": 1080, "crop": "limit"}],
+            },
+        ),
+        ("image: ftp URL", lambda a: a.process_image, {"image_url": "ftp://x/1.jpg", "transformations": []}),
+        (
+            "analytics: hourly",
+            lambda a: a.aggregate_analytics,
+            {"start_date": "2026-01-01", "end_date": "2026-01-01", "aggregation_type": "hourly"},
+        ),
+        (
+            "cleanup: dry run",
+            lambda a: a.cleanup,
+            {"cleanup_type": "all", "older_than_days": 90, "dry_run": True},
+        ),
+        ("cleanup: 3 days", lambda a: a.cleanup, {"cleanup_type": "all", "older_than_days": 3}),
+    ]
+
+
+def run_demo(out: TextIO = sys.stdout, environ: dict[str, str] | None = None) -> int:
+    # The demo always runs embedded, whatever the environment says.
+    settings = Settings.load(
+        environ=environ, overrides={"ENABLE_BACKGROUND_JOBS": "false", "APP_ENV": "development"}
+    )
+    configure_logging(settings)
+    broker = build_broker(settings)
+    recorder = OutcomeRecorder()
+    broker.add_middleware(recorder)
+    runtime = Runtime(settings)
+    actors = declare_actors(broker, settings, runtime)
+    out.write("taatom-jobs demo (embedded mode: no Redis, MongoDB or SMTP server)\n\n")
+    rows: list[Outcome] = []
+    try:
+        for name, pick, kwargs in samples():
+            actor = pick(actors)
+            try:
+                with recorder.finished:
+                    message = actor.send(**kwargs)
+                    outcome = recorder.outcomes.setdefault(
+                        message.message_id, Outcome(name, actor.queue_name)
+                    )
+                out.write(f"  sent     {name:<22} -> {actor.queue_name}\n")
+            except JobError as exc:
+                outcome = Outcome(
+                    name, actor.queue_name, state="refused", detail=f"{exc.code}: {exc.message}"
+                )
+                out.write(f"  refused  {name:<22} {exc.code} (at send: nothing was enqueued)\n")
+            rows.append(outcome)
+        finished = recorder.wait(timeout_s=60)
+    finally:
+        worker = embedded_worker(broker)
+        if worker is not None:
+            worker.stop()
+        runtime.close()
+    out.write("\n" + render_table(rows) + "\n")
+    return 0 if finished else 1
+
+
+def render_table(rows: list[Outcome]) -> str:
+    header = ("job", "queue", "state", "attempts", "duration", "result or error code")
+    lines = [
+        (
+            o.job,
+            o.queue,
+            o.state,
+            str(o.attempts),
+            "-" if o.duration_ms is None else f"{o.duration_ms:.0f} ms",
+            o.detail,
+        )
+        for o in rows
+    ]
+    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header) - 1)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths) + "  {}"
+    rule = "-" * (sum(widths) + 2 * len(widths) + len(header[-1]))
+    return "\n".join([fmt.format(*header), rule, *(fmt.format(*r) for r in lines)])
