@@ -13,8 +13,12 @@ from jobs.embedded import EmbeddedWorker
 from jobs.runtime import Runtime
 from jobs.settings import Settings
 from jobs.wiring import build_broker, embedded_worker
+from tests.services.http import *  # noqa: F403
+from tests.services.mongo import *  # noqa: F403
 from tests.services.redis_db import *  # noqa: F403
 from tests.services.redis_db import REDIS_TEST_URL
+from tests.services.sentry_sink import *  # noqa: F403
+from tests.services.smtp import *  # noqa: F403
 from tests.services.workers import *  # noqa: F403
 
 # Fast policy for tests: retries come due in tens of milliseconds.
