@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
+from cryptography.fernet import Fernet
 from dotenv import dotenv_values
 from pydantic import (
     BaseModel,
@@ -24,6 +24,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from middleware.policy import QueuePolicy
 
 DEFAULT_ENV_FILE = "environment.env"
 
@@ -45,19 +47,6 @@ class SettingsError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
-
-
-@dataclass(frozen=True, slots=True)
-class QueuePolicy:
-    """What the middleware needs to know about one queue."""
-
-    name: str
-    concurrency: int
-    max_attempts: int
-    backoff_min_ms: int
-    backoff_max_ms: int
-    backoff_jitter: float
-    time_limit_ms: int
 
 
 class Settings(BaseModel):
@@ -159,6 +148,20 @@ class Settings(BaseModel):
             raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
         return value
 
+    @field_validator("jobs_encryption_key", "jobs_encryption_old_keys")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            for key in value.get_secret_value().split(","):
+                if key.strip():
+                    try:
+                        Fernet(key.strip().encode())
+                    except (ValueError, TypeError):
+                        raise ValueError(
+                            "must be Fernet keys: 32 url-safe base64-encoded bytes each"
+                        ) from None
+        return value
+
     @field_validator("mongo_url")
     @classmethod
     def _mongo_scheme(cls, value: SecretStr | None) -> SecretStr | None:
@@ -200,6 +203,18 @@ class Settings(BaseModel):
         if self.redis_password is not None:
             auth = ":" + quote(self.redis_password.get_secret_value(), safe="") + "@"
         return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+
+    def default_queue_policy(self) -> QueuePolicy:
+        """The policy of a queue not named in the settings."""
+        return QueuePolicy(
+            name="*",
+            concurrency=1,
+            max_attempts=3,
+            backoff_min_ms=self.backoff_min_ms,
+            backoff_max_ms=self.backoff_max_ms,
+            backoff_jitter=self.backoff_jitter,
+            time_limit_ms=600_000,
+        )
 
     def queue_policy(self, queue: str) -> QueuePolicy:
         prefix = {

@@ -9,14 +9,22 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+from cryptography.fernet import MultiFernet
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage, Middleware, TimeLimit
 
+from middleware.attempts import Attempts
+from middleware.dead_letters import DeadLetters
+from middleware.encryption import ArgumentEncryption, build_keyring
+from middleware.job_log import JobLog
+from middleware.log_sanitizer import guard_dramatiq_loggers
 from middleware.sanitize import register_secret
+from middleware.secrets_scope import JobSecretsScope
+from middleware.sentry import SentryReporter, init_sentry, strip_integration_middleware
 
 from .embedded import EmbeddedWorker
 from .logs import WorkerLogging
-from .settings import Settings
+from .settings import QUEUES, Settings
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -36,11 +44,35 @@ def embedded_redis_client() -> redis.Redis:
 
 
 def policy_middleware(settings: Settings) -> list[Middleware]:
-    """The middleware every broker of ours runs, in order."""
+    """The middleware every broker of ours runs, in order.
+
+    ``before_*`` hooks run in this order and ``after_*`` hooks in reverse, so:
+    the secrets scope wraps everything; Sentry and the job log see the
+    attempts policy's decision; arguments are opened before the job and
+    re-sealed before a dead letter is written.
+    """
+    attempts = Attempts({q: settings.queue_policy(q) for q in QUEUES}, settings.default_queue_policy())
     return [
+        JobSecretsScope(),
+        SentryReporter(),
+        JobLog(attempts.max_attempts_of),
+        ArgumentEncryption(encryption_keyring(settings)),
+        DeadLetters(),
+        attempts,
         CurrentMessage(),
         TimeLimit(),
     ]
+
+
+def encryption_keyring(settings: Settings) -> MultiFernet | None:
+    if settings.jobs_encryption_key is None:
+        return None
+    old = (
+        settings.jobs_encryption_old_keys.get_secret_value().split(",")
+        if settings.jobs_encryption_old_keys
+        else []
+    )
+    return build_keyring([settings.jobs_encryption_key.get_secret_value(), *[k for k in old if k.strip()]])
 
 
 def register_settings_secrets(settings: Settings) -> None:
@@ -59,6 +91,10 @@ def register_settings_secrets(settings: Settings) -> None:
 def build_broker(settings: Settings, *, client: redis.Redis | None = None) -> RedisBroker:
     """The broker for ``settings``: Redis in real mode, an in-process Redis in embedded mode."""
     register_settings_secrets(settings)
+    guard_dramatiq_loggers(mask_emails=settings.is_production)
+    if settings.sentry_dsn is not None:
+        # Before the broker exists: the integration hooks broker construction.
+        init_sentry(settings.sentry_dsn.get_secret_value(), environment=settings.app_env)
     middleware: list[Middleware] = policy_middleware(settings)
     options: dict[str, Any] = {"namespace": settings.redis_namespace}
     if settings.real_mode:
@@ -68,7 +104,9 @@ def build_broker(settings: Settings, *, client: redis.Redis | None = None) -> Re
     else:
         client = client or embedded_redis_client()
         middleware.append(EmbeddedWorker(worker_threads=settings.embedded_worker_threads))
-    return RedisBroker(client=client, middleware=middleware, **options)  # type: ignore[no-untyped-call]
+    broker = RedisBroker(client=client, middleware=middleware, **options)  # type: ignore[no-untyped-call]
+    strip_integration_middleware(broker)
+    return broker
 
 
 def embedded_worker(broker: RedisBroker) -> EmbeddedWorker | None:

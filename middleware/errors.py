@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dramatiq.middleware import MiddlewareError
+
 _CODE_PATTERN = re.compile(r"^(VAL_2|FILE_4|SRV_6)\d{3}$")
 
 
@@ -76,6 +78,9 @@ VAL_2002 = register(
 VAL_2003 = register("VAL_2003", "message could not be decoded or names no known actor", retried=False)
 SRV_6004 = register("SRV_6004", "job logic not available in this build", retried=False)
 SRV_6005 = register("SRV_6005", "time limit exceeded", retried=True)
+SRV_6006 = register(
+    "SRV_6006", "remote service refused the request permanently (e.g. SMTP 5xx reply)", retried=False
+)
 
 
 class JobError(Exception):
@@ -109,6 +114,14 @@ class JobError(Exception):
     def __reduce__(self) -> tuple[Any, ...]:
         # Keep the exception picklable across process boundaries.
         return (_rebuild_job_error, (self.code, self.message, self.retry, self.details))
+
+
+class MessageRejected(JobError, MiddlewareError):
+    """A JobError raised from a middleware ``before_*`` hook.
+
+    Dramatiq swallows other exceptions raised in those hooks (it logs them and
+    carries on); a MiddlewareError propagates, so the message fails with its code.
+    """
 
 
 def _rebuild_job_error(code: str, message: str, retry: bool, details: list[Mapping[str, Any]]) -> JobError:

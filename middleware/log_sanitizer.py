@@ -74,3 +74,20 @@ class SanitizingFilter(logging.Filter):
             if key not in _STANDARD_ATTRS and isinstance(value, str):
                 record.__dict__[key] = redact_text(value, mask_emails=self.mask_emails)
         record._taatom_sanitized = True
+
+
+# Loggers whose records carry message arguments. A filter on the logger
+# object covers the records it creates even where the app, not us, set up
+# the handlers (embedded mode inside a web app).
+DRAMATIQ_LOGGERS = (
+    "dramatiq.worker.WorkerThread",
+    "dramatiq.worker.ConsumerThread",
+    "dramatiq.broker.RedisBroker",
+)
+
+
+def guard_dramatiq_loggers(*, mask_emails: bool = False) -> None:
+    for name in DRAMATIQ_LOGGERS:
+        target = logging.getLogger(name)
+        if not any(isinstance(f, SanitizingFilter) for f in target.filters):
+            target.addFilter(SanitizingFilter(mask_emails=mask_emails))

@@ -128,6 +128,15 @@ def reset_job_secrets(token: object) -> None:
     _job_secrets.reset(token)  # type: ignore[arg-type]
 
 
+def add_job_secrets(values: Iterable[Any]) -> None:
+    """Add to the current job's secrets (e.g. arguments just decrypted)."""
+    _job_secrets.set((*_job_secrets.get(), *_literal_secrets(values)))
+
+
+def clear_job_secrets() -> None:
+    _job_secrets.set(())
+
+
 def _literal_secrets(values: Iterable[Any]) -> Iterator[str]:
     for value in values:
         if isinstance(value, str):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 from jobs.settings import QUEUES, Settings, SettingsError
 
@@ -120,6 +121,14 @@ def test_every_env_example_variable_is_a_setting_and_vice_versa() -> None:
 
 
 SECRET = "pw-Zq8!canary-5150"
+FERNET_KEY = Fernet.generate_key().decode()
+
+
+def test_encryption_keys_must_be_fernet_keys_and_are_not_echoed() -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_mapping({"JOBS_ENCRYPTION_OLD_KEYS": f"{FERNET_KEY},{SECRET}"})
+    assert "JOBS_ENCRYPTION_OLD_KEYS" in str(info.value) and "Fernet" in str(info.value)
+    assert SECRET not in str(info.value) and FERNET_KEY not in str(info.value)
 
 
 def test_passwords_never_in_repr_or_errors() -> None:
@@ -129,9 +138,10 @@ def test_passwords_never_in_repr_or_errors() -> None:
             "SMTP_PASSWORD": SECRET,
             "MONGO_URL": f"mongodb://app:{SECRET}@db/taatom",
             "SENTRY_DSN": f"https://{SECRET}@sentry.example/1",
-            "JOBS_ENCRYPTION_KEY": SECRET,
+            "JOBS_ENCRYPTION_KEY": FERNET_KEY,
         }
     )
+    assert FERNET_KEY not in repr(s)
     assert SECRET not in repr(s)
     assert SECRET not in str(s)
     assert SECRET not in repr(s.model_dump())

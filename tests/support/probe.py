@@ -23,6 +23,8 @@ class ProbePayload(Payload):
     error_code: str = "SRV_6003"
     error_message: str = "probe failing on purpose"
     password: str | None = None
+    # Sensitive text a failure may echo ("{echo}" in error_message).
+    echo: str = ""
 
 
 def probe_keys(namespace: str, key: str) -> tuple[str, str]:
@@ -35,7 +37,11 @@ def declare_probe(broker: RedisBroker, queue: str = "email", actor_name: str = "
         runs = int(broker.client.incr(runs_key))
         broker.client.rpush(log_key, json.dumps({"pid": os.getpid(), "at": time.time(), "value": p.value}))
         if runs <= p.fail_times:
-            raise JobError(p.error_code, p.error_message)
+            # "{password}" in the text is the job echoing its secret argument at run time.
+            text = p.error_message.replace("{password}", p.password or "").replace("{echo}", p.echo)
+            if p.error_code == "RAW":  # an exception no rule knows: SRV_6001
+                raise RuntimeError(text)
+            raise JobError(p.error_code, text)
         return {"success": True, "runs": runs}
 
     return JobActor(
@@ -45,5 +51,5 @@ def declare_probe(broker: RedisBroker, queue: str = "email", actor_name: str = "
         queue_name=queue,
         payload=ProbePayload,
         label="probe",
-        sensitive_args=frozenset({"value"}),
+        sensitive_args=frozenset({"value", "echo"}),
     )
