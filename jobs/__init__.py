@@ -14,6 +14,7 @@ from __future__ import annotations
 import dramatiq
 
 from .actors import declare_actors
+from .api import JobsAPI
 from .runtime import Runtime
 from .settings import Settings
 from .wiring import build_broker
@@ -23,6 +24,12 @@ broker = build_broker(settings)
 dramatiq.set_broker(broker)
 runtime = Runtime(settings)
 actors = declare_actors(broker, settings, runtime)
+api = JobsAPI(broker, settings)
+
+status = api.status
+result = api.result
+pause = api.pause
+resume = api.resume
 
 send_email = actors.send_email
 process_image = actors.process_image
@@ -32,10 +39,15 @@ cleanup = actors.cleanup
 __all__ = [
     "actors",
     "aggregate_analytics",
+    "api",
     "broker",
     "cleanup",
+    "pause",
     "process_image",
+    "result",
+    "resume",
     "runtime",
     "send_email",
     "settings",
+    "status",
 ]

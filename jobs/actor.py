@@ -10,6 +10,7 @@ from dramatiq.broker import Broker
 from dramatiq.message import Message
 
 from middleware.errors import VAL_2001, JobError
+from middleware.job_result import set_job_result
 
 from .payloads import Payload
 
@@ -72,7 +73,8 @@ class JobActor(dramatiq.Actor):  # type: ignore[type-arg]
         payload = self.parse(kwargs or {})
         return super().message_with_options(kwargs=payload.to_kwargs(), **options)
 
-    def _run(self, *args: Any, **kwargs: Any) -> JobResult:
+    def _run(self, *args: Any, **kwargs: Any) -> None:
         if args:
             raise JobError(VAL_2001, f"{self.actor_name} takes keyword arguments only")
-        return self.job_fn(self.parse(kwargs))
+        # The result goes to the job state, not back to Dramatiq (see middleware.job_result).
+        set_job_result(self.job_fn(self.parse(kwargs)))

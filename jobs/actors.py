@@ -48,7 +48,6 @@ def declare_actors(broker: Broker, settings: Settings, runtime: Runtime) -> Acto
         label: str,
         sensitive: frozenset[str] = frozenset(),
     ) -> JobActor:
-        policy = settings.queue_policy(queue)
         return JobActor(
             fn,
             broker=broker,
@@ -58,7 +57,6 @@ def declare_actors(broker: Broker, settings: Settings, runtime: Runtime) -> Acto
             label=label,
             sensitive_args=sensitive,
             validation_context={"cleanup_min_older_than_days": settings.cleanup_min_older_than_days},
-            options={"time_limit": policy.time_limit_ms},
         )
 
     return Actors(

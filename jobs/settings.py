@@ -116,6 +116,15 @@ class Settings(BaseModel):
 
     cleanup_min_older_than_days: PositiveInt = Field(7, alias="CLEANUP_MIN_OLDER_THAN_DAYS")
 
+    # --- fleet: liveness, slots, state, unique keys --------------------------------
+    # A worker process whose heartbeat is older than this is dead: its
+    # in-flight messages run again and its concurrency slots come back.
+    worker_heartbeat_timeout_ms: Annotated[int, Field(ge=2000)] = Field(
+        10_000, alias="WORKER_HEARTBEAT_TIMEOUT_MS"
+    )
+    job_state_ttl_s: PositiveInt = Field(7 * 86_400, alias="JOB_STATE_TTL_S")
+    unique_ttl_s: PositiveInt = Field(86_400, alias="UNIQUE_TTL_S")
+
     # --- secrets in messages ----------------------------------------------------
     jobs_encryption_key: SecretStr | None = Field(None, alias="JOBS_ENCRYPTION_KEY")
     jobs_encryption_old_keys: SecretStr | None = Field(None, alias="JOBS_ENCRYPTION_OLD_KEYS")

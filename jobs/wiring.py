@@ -10,17 +10,20 @@ from typing import Any
 
 import redis
 from cryptography.fernet import MultiFernet
-from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import CurrentMessage, Middleware, TimeLimit
+from dramatiq.middleware import CurrentMessage, Middleware
 
 from middleware.attempts import Attempts
 from middleware.dead_letters import DeadLetters
 from middleware.encryption import ArgumentEncryption, build_keyring
+from middleware.fleet import FleetBroker
 from middleware.job_log import JobLog
+from middleware.job_state import JobState
 from middleware.log_sanitizer import guard_dramatiq_loggers
 from middleware.sanitize import register_secret
 from middleware.secrets_scope import JobSecretsScope
 from middleware.sentry import SentryReporter, init_sentry, strip_integration_middleware
+from middleware.time_limits import QueueTimeLimit
+from middleware.unique import UniqueJobs
 
 from .embedded import EmbeddedWorker
 from .logs import WorkerLogging
@@ -47,20 +50,28 @@ def policy_middleware(settings: Settings) -> list[Middleware]:
     """The middleware every broker of ours runs, in order.
 
     ``before_*`` hooks run in this order and ``after_*`` hooks in reverse, so:
-    the secrets scope wraps everything; Sentry and the job log see the
-    attempts policy's decision; arguments are opened before the job and
-    re-sealed before a dead letter is written.
+    the secrets scope wraps everything; Sentry, unique keys, job state and the
+    job log see the attempts policy's decision; arguments are opened before
+    the job and re-sealed before a dead letter is written. Concurrency caps
+    and pauses are enforced by the broker's consumer, where messages are
+    fetched (see middleware.fleet).
     """
     attempts = Attempts({q: settings.queue_policy(q) for q in QUEUES}, settings.default_queue_policy())
     return [
         JobSecretsScope(),
         SentryReporter(),
+        # A duplicate of a unique job is skipped before anything else records it as started.
+        UniqueJobs(settings.unique_ttl_s),
+        JobState(settings.job_state_ttl_s),
         JobLog(attempts.max_attempts_of),
         ArgumentEncryption(encryption_keyring(settings)),
         DeadLetters(),
         attempts,
         CurrentMessage(),
-        TimeLimit(),
+        QueueTimeLimit(
+            {q: settings.queue_policy(q).time_limit_ms for q in QUEUES},
+            settings.default_queue_policy().time_limit_ms,
+        ),
     ]
 
 
@@ -88,7 +99,7 @@ def register_settings_secrets(settings: Settings) -> None:
             register_secret(value.get_secret_value())
 
 
-def build_broker(settings: Settings, *, client: redis.Redis | None = None) -> RedisBroker:
+def build_broker(settings: Settings, *, client: redis.Redis | None = None) -> FleetBroker:
     """The broker for ``settings``: Redis in real mode, an in-process Redis in embedded mode."""
     register_settings_secrets(settings)
     guard_dramatiq_loggers(mask_emails=settings.is_production)
@@ -104,12 +115,18 @@ def build_broker(settings: Settings, *, client: redis.Redis | None = None) -> Re
     else:
         client = client or embedded_redis_client()
         middleware.append(EmbeddedWorker(worker_threads=settings.embedded_worker_threads))
-    broker = RedisBroker(client=client, middleware=middleware, **options)  # type: ignore[no-untyped-call]
+    broker = FleetBroker(
+        client=client,
+        middleware=middleware,
+        caps={q: settings.queue_policy(q).concurrency for q in QUEUES},
+        heartbeat_timeout=settings.worker_heartbeat_timeout_ms,
+        **options,
+    )
     strip_integration_middleware(broker)
     return broker
 
 
-def embedded_worker(broker: RedisBroker) -> EmbeddedWorker | None:
+def embedded_worker(broker: FleetBroker) -> EmbeddedWorker | None:
     for m in broker.middleware:
         if isinstance(m, EmbeddedWorker):
             return m

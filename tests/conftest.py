@@ -6,13 +6,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
-from dramatiq.brokers.redis import RedisBroker
 
 from jobs.actors import Actors, declare_actors
+from jobs.api import JobsAPI
 from jobs.embedded import EmbeddedWorker
 from jobs.runtime import Runtime
 from jobs.settings import Settings
 from jobs.wiring import build_broker, embedded_worker
+from middleware.fleet import FleetBroker
 from tests.services.http import *  # noqa: F403
 from tests.services.mongo import *  # noqa: F403
 from tests.services.redis_db import *  # noqa: F403
@@ -45,9 +46,10 @@ class Stack:
     """A broker with the four actors declared on it, as `import jobs` would build it."""
 
     settings: Settings
-    broker: RedisBroker
+    broker: FleetBroker
     actors: Actors
     runtime: Runtime
+    api: JobsAPI
 
     @property
     def embedded(self) -> EmbeddedWorker | None:
@@ -67,7 +69,8 @@ def make_stack() -> Iterator[Callable[[dict[str, str]], Stack]]:
         settings = Settings.from_mapping(env)
         broker = build_broker(settings)
         runtime = Runtime(settings)
-        stack = Stack(settings, broker, declare_actors(broker, settings, runtime), runtime)
+        actors = declare_actors(broker, settings, runtime)
+        stack = Stack(settings, broker, actors, runtime, JobsAPI(broker, settings))
         built.append(stack)
         return stack
 

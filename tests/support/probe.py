@@ -1,4 +1,4 @@
-"""A probe actor for worker tests: records each execution in Redis and fails on request."""
+"""Probe actors for worker tests: record each execution in Redis, sleep and fail on request."""
 
 from __future__ import annotations
 
@@ -7,12 +7,21 @@ import os
 import time
 from typing import Annotated, Any
 
-from dramatiq.brokers.redis import RedisBroker
-from pydantic import Field, StrictInt
+from dramatiq.middleware import CurrentMessage
+from pydantic import Field, StrictBool, StrictInt
 
 from jobs.actor import JobActor
 from jobs.payloads import Payload
 from middleware.errors import JobError
+from middleware.fleet import FleetBroker
+
+# probe actor name per queue
+PROBES = {
+    "email": "probe",
+    "image-processing": "probe_image",
+    "analytics": "probe_analytics",
+    "cleanup": "probe_cleanup",
+}
 
 
 class ProbePayload(Payload):
@@ -25,31 +34,60 @@ class ProbePayload(Payload):
     password: str | None = None
     # Sensitive text a failure may echo ("{echo}" in error_message).
     echo: str = ""
+    # Work for this long (in small steps, so a time limit can interrupt it).
+    sleep_ms: StrictInt = 0
+    sleep_first_run_only: StrictBool = False
+    result_size: StrictInt = 0
 
 
 def probe_keys(namespace: str, key: str) -> tuple[str, str]:
     return f"{namespace}:probe:{key}:runs", f"{namespace}:probe:{key}:log"
 
 
-def declare_probe(broker: RedisBroker, queue: str = "email", actor_name: str = "probe") -> JobActor:
+def spans_key(namespace: str) -> str:
+    """One list for all probes of a namespace: {"key", "queue", "start", "end", "attempt", "pid"}."""
+    return f"{namespace}:probe:spans"
+
+
+def _work(ms: int) -> None:
+    deadline = time.monotonic() + ms / 1000
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def declare_probe(broker: FleetBroker, queue: str = "email", actor_name: str | None = None) -> JobActor:
     def run(p: ProbePayload) -> dict[str, Any]:
+        start = time.time()
         runs_key, log_key = probe_keys(broker.namespace, p.key)
         runs = int(broker.client.incr(runs_key))
-        broker.client.rpush(log_key, json.dumps({"pid": os.getpid(), "at": time.time(), "value": p.value}))
-        if runs <= p.fail_times:
-            # "{password}" in the text is the job echoing its secret argument at run time.
-            text = p.error_message.replace("{password}", p.password or "").replace("{echo}", p.echo)
-            if p.error_code == "RAW":  # an exception no rule knows: SRV_6001
-                raise RuntimeError(text)
-            raise JobError(p.error_code, text)
-        return {"success": True, "runs": runs}
+        current = CurrentMessage.get_current_message()
+        attempt = int(current.options.get("attempt", 1)) if current is not None else 0
+        entry = {"pid": os.getpid(), "at": start, "value": p.value, "attempt": attempt}
+        broker.client.rpush(log_key, json.dumps(entry))
+        try:
+            if p.sleep_ms and (runs == 1 or not p.sleep_first_run_only):
+                _work(p.sleep_ms)
+            if runs <= p.fail_times:
+                # "{password}" in the text is the job echoing its secret argument at run time.
+                text = p.error_message.replace("{password}", p.password or "").replace("{echo}", p.echo)
+                if p.error_code == "RAW":  # an exception no rule knows: SRV_6001
+                    raise RuntimeError(text)
+                raise JobError(p.error_code, text)
+            return {"success": True, "runs": runs, "payload": "x" * p.result_size}
+        finally:
+            span = {"key": p.key, "queue": queue, "start": start, "end": time.time(), "attempt": attempt}
+            broker.client.rpush(spans_key(broker.namespace), json.dumps({**span, "pid": os.getpid()}))
 
     return JobActor(
         run,
         broker=broker,
-        actor_name=actor_name,
+        actor_name=actor_name or PROBES.get(queue, f"probe_{queue}"),
         queue_name=queue,
         payload=ProbePayload,
         label="probe",
         sensitive_args=frozenset({"value", "echo"}),
     )
+
+
+def declare_all_probes(broker: FleetBroker) -> dict[str, JobActor]:
+    return {queue: declare_probe(broker, queue) for queue in PROBES}

@@ -1,7 +1,7 @@
-"""Imported by `dramatiq jobs tests.support.worker_probe`: adds the probe actor to the real broker."""
+"""Imported by `dramatiq jobs tests.support.worker_probe`: adds a probe actor per queue to the real broker."""
 
 import jobs
 
-from .probe import declare_probe
+from .probe import declare_all_probes
 
-probe = declare_probe(jobs.broker)
+probes = declare_all_probes(jobs.broker)

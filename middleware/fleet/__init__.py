@@ -1,0 +1,71 @@
+"""Dramatiq's RedisBroker with fleet-wide policy enforced where messages are fetched.
+
+Per-queue concurrency caps and paused queues cannot be middleware: by the
+time a middleware hook runs, Dramatiq has already fetched the message and
+given it a worker thread. :class:`FleetBroker` keeps Dramatiq's queue layout
+and Lua script for enqueueing, and consumes through :class:`FleetConsumer`,
+whose fetch takes a lease on a concurrency slot in the same atomic script.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+from dramatiq.brokers.redis import RedisBroker
+
+from .consumer import FleetConsumer
+from .keeper import Keeper
+from .script import FleetScript
+
+__all__ = ["FleetBroker", "FleetConsumer"]
+
+
+class FleetBroker(RedisBroker):
+    """Parameters:
+    caps: queue name -> most messages of it in flight across the fleet.
+    heartbeat_timeout: ms without a heartbeat after which a worker is dead.
+    lease_ms: how long a concurrency lease lives unless renewed (default: heartbeat_timeout).
+    """
+
+    def __init__(
+        self, *, caps: Mapping[str, int], heartbeat_timeout: int, lease_ms: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(heartbeat_timeout=heartbeat_timeout, **kwargs)  # type: ignore[no-untyped-call]
+        self.caps = dict(caps)
+        self.lease_ms = lease_ms or heartbeat_timeout
+        self.fleet = FleetScript(self.client, self.namespace, self.broker_id)
+        self._consumers: weakref.WeakSet[FleetConsumer] = weakref.WeakSet()
+        self._keeper: Keeper | None = None
+        self._keeper_lock = threading.Lock()
+
+    @property
+    def consumer_class(self) -> type[FleetConsumer]:
+        return FleetConsumer
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> FleetConsumer:
+        consumer = FleetConsumer(self, queue_name, prefetch, timeout)
+        self._consumers.add(consumer)
+        self._start_keeper()
+        return consumer
+
+    def held_messages(self) -> list[tuple[str, str]]:
+        return [pair for consumer in list(self._consumers) for pair in consumer.held()]
+
+    def _start_keeper(self) -> None:
+        with self._keeper_lock:
+            if self._keeper is None:
+                # A tick every fifth of the timeout: a live worker is never
+                # mistaken for a dead one, a dead one is noticed promptly.
+                interval = min(2.0, max(0.2, self.heartbeat_timeout / 5000))
+                self._keeper = Keeper(self, interval)
+                self._keeper.start()
+
+    def close(self) -> None:
+        with self._keeper_lock:
+            if self._keeper is not None:
+                self._keeper.stop()
+                self._keeper = None
+        super().close()

@@ -1,0 +1,155 @@
+-- taatom-jobs fleet script: capped fetch, ack/nack/requeue releasing
+-- concurrency leases, lease renewal and dead-worker recovery.
+--
+-- KEYS[1]  namespace
+-- ARGV[1]  command: fetch | ack | nack | requeue | renew | recover
+-- ARGV[2]  now (ms)
+-- ARGV[3]  worker id (broker id of the calling process)
+-- ARGV[4+] command arguments, as below
+--
+-- Queue layout is Dramatiq's RedisBroker's (so its enqueue, purge and
+-- maintenance keep working): list {ns}:{q}, hash {ns}:{q}.msgs, per-worker
+-- ack set {ns}:__acks__.{worker}.{q}, dead letters {ns}:{q}.XQ (+ .msgs),
+-- heartbeats zset {ns}:__heartbeats__. Ours: leases zset {ns}:slots:{q}
+-- (redis message id -> expiry ms) and the paused set {ns}:paused.
+
+local ns = KEYS[1]
+local command = ARGV[1]
+local now = tonumber(ARGV[2])
+local worker = ARGV[3]
+
+local heartbeats = ns .. ":__heartbeats__"
+redis.call("zadd", heartbeats, now, worker)
+
+local function canonical(q)
+    if string.sub(q, -3) == ".DQ" then
+        return string.sub(q, 1, -4)
+    end
+    return q
+end
+
+local function slots_key(q)
+    return ns .. ":slots:" .. canonical(q)
+end
+
+local function acks_key(w, q)
+    return ns .. ":__acks__." .. w .. "." .. q
+end
+
+-- fetch: ARGV[4] queue, ARGV[5] how many, ARGV[6] cap (0: none), ARGV[7] lease ms
+-- returns {id1, data1, id2, data2, ...}
+if command == "fetch" then
+    local q = ARGV[4]
+    local wanted = tonumber(ARGV[5])
+    local cap = tonumber(ARGV[6])
+    local lease_ms = tonumber(ARGV[7])
+    if q == canonical(q) and redis.call("sismember", ns .. ":paused", q) == 1 then
+        return {}
+    end
+    local slots = slots_key(q)
+    if cap > 0 then
+        redis.call("zremrangebyscore", slots, "-inf", now)
+        local free = cap - redis.call("zcard", slots)
+        if free < wanted then
+            wanted = free
+        end
+    end
+    local out = {}
+    local qkey = ns .. ":" .. q
+    local msgs = qkey .. ".msgs"
+    local acks = acks_key(worker, q)
+    while wanted > 0 do
+        local id = redis.call("lpop", qkey)
+        if not id then
+            break
+        end
+        local data = redis.call("hget", msgs, id)
+        -- an id whose message is gone (purged) is dropped, not delivered
+        if data then
+            redis.call("sadd", acks, id)
+            if cap > 0 then
+                redis.call("zadd", slots, now + lease_ms, id)
+            end
+            out[#out + 1] = id
+            out[#out + 1] = data
+            wanted = wanted - 1
+        end
+    end
+    return out
+
+-- ack: ARGV[4] queue, ARGV[5] id
+elseif command == "ack" then
+    local q = ARGV[4]
+    local id = ARGV[5]
+    if redis.call("srem", acks_key(worker, q), id) > 0 then
+        redis.call("hdel", ns .. ":" .. q .. ".msgs", id)
+    end
+    redis.call("zrem", slots_key(q), id)
+    return 1
+
+-- nack: ARGV[4] queue, ARGV[5] id; the stored message moves to the dead letters
+elseif command == "nack" then
+    local q = ARGV[4]
+    local id = ARGV[5]
+    local msgs = ns .. ":" .. q .. ".msgs"
+    if redis.call("srem", acks_key(worker, q), id) > 0 then
+        local data = redis.call("hget", msgs, id)
+        if data then
+            local xq = ns .. ":" .. canonical(q) .. ".XQ"
+            redis.call("zadd", xq, now, id)
+            redis.call("hset", xq .. ".msgs", id, data)
+            redis.call("hdel", msgs, id)
+        end
+    end
+    redis.call("zrem", slots_key(q), id)
+    return 1
+
+-- requeue: ARGV[4] queue, ARGV[5..] ids; back to the head, in their order
+elseif command == "requeue" then
+    local q = ARGV[4]
+    local qkey = ns .. ":" .. q
+    local acks = acks_key(worker, q)
+    local slots = slots_key(q)
+    for i = #ARGV, 5, -1 do
+        local id = ARGV[i]
+        if redis.call("srem", acks, id) > 0 and redis.call("hexists", qkey .. ".msgs", id) == 1 then
+            redis.call("lpush", qkey, id)
+        end
+        redis.call("zrem", slots, id)
+    end
+    return 1
+
+-- renew: ARGV[4] lease ms, ARGV[5..] queue, id pairs held by this worker
+elseif command == "renew" then
+    local expiry = now + tonumber(ARGV[4])
+    for i = 5, #ARGV, 2 do
+        redis.call("zadd", slots_key(ARGV[i]), "XX", expiry, ARGV[i + 1])
+    end
+    return 1
+
+-- recover: ARGV[4] heartbeat timeout ms, ARGV[5..] queue names (with .DQ twins)
+-- returns how many messages of dead workers went back to their queues
+elseif command == "recover" then
+    local dead = redis.call("zrangebyscore", heartbeats, "-inf", now - tonumber(ARGV[4]))
+    local requeued = 0
+    for _, w in ipairs(dead) do
+        for i = 5, #ARGV do
+            local q = ARGV[i]
+            local acks = acks_key(w, q)
+            local ids = redis.call("smembers", acks)
+            local qkey = ns .. ":" .. q
+            for _, id in ipairs(ids) do
+                if redis.call("hexists", qkey .. ".msgs", id) == 1 then
+                    redis.call("lpush", qkey, id)
+                    requeued = requeued + 1
+                end
+                redis.call("zrem", slots_key(q), id)
+            end
+            redis.call("del", acks)
+        end
+        redis.call("zrem", heartbeats, w)
+    end
+    return requeued
+end
+
+return redis.error_reply("unknown fleet command " .. tostring(command))

@@ -1,0 +1,48 @@
+"""The keeper thread of a worker process: heartbeats, lease renewal, dead-worker recovery.
+
+It runs beside the consumers, so heartbeats keep flowing while every worker
+thread is busy with a long job (Dramatiq's consumers only heartbeat when they
+talk to Redis, and stop when prefetch is full: its issue #692). Every tick it
+renews the leases of the messages this process holds and requeues the
+in-flight messages of workers whose heartbeat is older than the timeout, so a
+SIGKILLed worker's jobs run again within about timeout + one tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+import redis
+
+if TYPE_CHECKING:
+    from . import FleetBroker
+
+logger = logging.getLogger("middleware.fleet")
+
+
+class Keeper(threading.Thread):
+    def __init__(self, broker: FleetBroker, interval_s: float) -> None:
+        super().__init__(name="taatom-fleet-keeper", daemon=True)
+        self.broker = broker
+        self.interval_s = interval_s
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval_s):
+            self.tick()
+
+    def tick(self) -> None:
+        broker = self.broker
+        try:
+            broker.fleet.renew(broker.lease_ms, broker.held_messages())
+            queues = sorted(broker.get_declared_queues() | broker.delay_queues)
+            recovered = broker.fleet.recover(broker.heartbeat_timeout, queues)
+            if recovered:
+                logger.warning("Requeued %d in-flight messages of dead workers.", recovered)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            logger.warning("Fleet keeper cannot reach Redis (%s); retrying.", type(exc).__name__)
+
+    def stop(self) -> None:
+        self.stopped.set()

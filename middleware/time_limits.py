@@ -1,0 +1,31 @@
+"""Per-queue time limits on top of Dramatiq's TimeLimit.
+
+Dramatiq resolves a limit from the message and then the actor; we add the
+queue's policy as the default, so every actor on a queue gets its limit
+without repeating it. A job over its limit gets ``TimeLimitExceeded`` raised
+in its thread, which the attempts policy translates to ``SRV_6005`` (retried).
+The limit arms on ``process_boot``, which the embedded worker also fires.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+from dramatiq.broker import Broker, MessageProxy
+from dramatiq.middleware import TimeLimit
+
+
+class QueueTimeLimit(TimeLimit):
+    def __init__(self, limits_ms: Mapping[str, int], default_ms: int, *, interval_ms: int = 250) -> None:
+        super().__init__(time_limit=default_ms, interval=interval_ms)
+        self.limits_ms = dict(limits_ms)
+
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        actor_options = broker.get_actor(message.actor_name).options
+        limit = (
+            message.options.get("time_limit")
+            or actor_options.get("time_limit")
+            or self.limits_ms.get(message.queue_name, self.time_limit)
+        )
+        self.manager.add_timeout(threading.get_ident(), limit)  # type: ignore[no-untyped-call]

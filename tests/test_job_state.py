@@ -1,0 +1,113 @@
+"""Job state and results: transitions, result(), timeouts, time limits (embedded mode, same middleware)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC
+
+import pytest
+
+from middleware.errors import JobError
+from middleware.job_state import JobNotFound, ResultTimeout
+from tests.conftest import FAST_POLICY, Stack
+from tests.support.probe import declare_probe
+from tests.support.redis_inspect import wait_until
+
+
+@pytest.fixture
+def stack(make_stack: Callable[[dict[str, str]], Stack], tmp_path: object) -> Stack:
+    return make_stack({"EMBEDDED_DATA_DIR": str(tmp_path), **FAST_POLICY, "JOBS_BACKOFF_MIN_MS": "300"})
+
+
+def _states(stack: Stack, job: str) -> list[str]:
+    status = stack.api.status(job)
+    assert status is not None
+    return [h["state"] for h in status["history"]]
+
+
+def test_succeeding_job(stack: Stack) -> None:
+    job = declare_probe(stack.broker).send(key="ok", result_size=3).message_id
+    assert stack.api.result(job, timeout=10) == {"success": True, "runs": 1, "payload": "xxx"}
+    status = stack.api.status(job)
+    assert status is not None
+    assert (status["state"], status["queue"], status["actor"], status["attempts"]) == (
+        "succeeded",
+        "email",
+        "probe",
+        1,
+    )
+    assert status["error_code"] is None
+    assert status["enqueued_at"] <= status["started_at"] <= status["finished_at"]
+    assert status["finished_at"].tzinfo is UTC
+    assert _states(stack, job) == ["queued", "running", "succeeded"]
+
+
+def test_retrying_job_shows_next_attempt_then_succeeds(stack: Stack) -> None:
+    job = declare_probe(stack.broker).send(key="flaky", fail_times=1).message_id
+    assert wait_until(lambda: (stack.api.status(job) or {}).get("state") == "retrying", timeout=10)
+    retrying = stack.api.status(job)
+    assert retrying is not None
+    assert retrying["error_code"] == "SRV_6003" and retrying["attempts"] == 1
+    assert retrying["retry_at"] > retrying["started_at"]
+    assert stack.api.result(job, timeout=10)["runs"] == 2
+    assert _states(stack, job) == ["queued", "running", "retrying", "queued", "running", "succeeded"]
+    assert stack.api.status(job)["attempts"] == 2  # type: ignore[index]
+
+
+def test_dead_job_result_raises_its_code(stack: Stack) -> None:
+    job = declare_probe(stack.broker).send(key="bad", fail_times=9, error_code="FILE_4004").message_id
+    with pytest.raises(JobError) as info:
+        stack.api.result(job, timeout=10)
+    assert info.value.code == "FILE_4004"
+    assert wait_until(lambda: (stack.api.status(job) or {}).get("state") == "dead")
+    status = stack.api.status(job)
+    assert status is not None
+    assert (status["error_code"], status["attempts"]) == ("FILE_4004", 1)
+    assert _states(stack, job) == ["queued", "running", "failed", "dead"]
+
+
+def test_exhausted_job_records_every_attempt(stack: Stack) -> None:
+    job = declare_probe(stack.broker).send(key="doomed", fail_times=9).message_id
+    with pytest.raises(JobError, match="SRV_6003"):
+        stack.api.result(job, timeout=15)
+    assert _states(stack, job).count("running") == 3
+    assert stack.api.status(job)["attempts"] == 3  # type: ignore[index]
+
+
+def test_result_timeout_is_reported_as_such(stack: Stack) -> None:
+    job = declare_probe(stack.broker).send(key="slow", sleep_ms=2000).message_id
+    with pytest.raises(ResultTimeout) as info:
+        stack.api.result(job, timeout=0.3)
+    assert info.value.state in ("queued", "running")
+    assert isinstance(info.value, TimeoutError)
+    assert stack.api.result(job, timeout=10)["success"] is True
+
+
+def test_unknown_job(stack: Stack) -> None:
+    assert stack.api.status("no-such-id") is None
+    with pytest.raises(JobNotFound):
+        stack.api.result("no-such-id", timeout=1)
+
+
+def test_secrets_never_reach_the_state(stack: Stack) -> None:
+    secret = "state-canary-51515"
+    job = (
+        declare_probe(stack.broker)
+        .send(key="s", password=secret, fail_times=9, error_code="VAL_2001", error_message="bad {password}")
+        .message_id
+    )
+    with pytest.raises(JobError) as info:
+        stack.api.result(job, timeout=10)
+    assert secret not in str(info.value)
+    assert secret not in repr(stack.api.status(job))
+
+
+def test_time_limit_is_armed_in_embedded_mode(
+    make_stack: Callable[[dict[str, str]], Stack], tmp_path: object
+) -> None:
+    stack = make_stack({"EMBEDDED_DATA_DIR": str(tmp_path), **FAST_POLICY, "EMAIL_TIME_LIMIT_S": "0.5"})
+    job = declare_probe(stack.broker).send(key="limit", sleep_ms=5000, sleep_first_run_only=True).message_id
+    assert stack.api.result(job, timeout=20)["runs"] == 2
+    status = stack.api.status(job)
+    assert status is not None and status["attempts"] == 2
+    assert "retrying" in _states(stack, job)
