@@ -85,6 +85,11 @@ class Settings(BaseModel):
     email_from: str = Field("Taatom <no-reply@taatom.app>", alias="EMAIL_FROM")
     email_outbox_dir: Path | None = Field(None, alias="EMAIL_OUTBOX_DIR")
 
+    # --- operator surface -------------------------------------------------------------
+    dashboard_user: str | None = Field(None, alias="DASHBOARD_USER")
+    dashboard_password: SecretStr | None = Field(None, alias="DASHBOARD_PASSWORD")
+    dashboard_token: SecretStr | None = Field(None, alias="DASHBOARD_TOKEN")
+
     # --- embedded mode -------------------------------------------------------------
     embedded_data_dir: Path = Field(Path(".taatom-jobs"), alias="EMBEDDED_DATA_DIR")
     embedded_worker_threads: Annotated[int, Field(ge=1, le=64)] = Field(4, alias="EMBEDDED_WORKER_THREADS")
@@ -184,11 +189,17 @@ class Settings(BaseModel):
             raise ValueError("JOBS_BACKOFF_MIN_MS must not exceed JOBS_BACKOFF_MAX_MS")
         if self.is_production and not self.smtp_host:
             raise ValueError("SMTP_HOST is required when APP_ENV=production (the outbox is for development)")
+        if (self.dashboard_user is None) != (self.dashboard_password is None):
+            raise ValueError("DASHBOARD_USER and DASHBOARD_PASSWORD are set together")
         if self.is_production and not (self.mongo_url):
             raise ValueError("MONGO_URL is required when APP_ENV=production")
         return self
 
     # --- derived values -------------------------------------------------------------
+    @property
+    def dashboard_protected(self) -> bool:
+        return self.dashboard_password is not None or self.dashboard_token is not None
+
     @property
     def is_production(self) -> bool:
         return self.app_env == "production"
@@ -291,6 +302,8 @@ _SECRET_FIELDS = {
         "REDIS_PASSWORD",
         "MONGO_URL",
         "SMTP_PASSWORD",
+        "DASHBOARD_PASSWORD",
+        "DASHBOARD_TOKEN",
         "SENTRY_DSN",
         "JOBS_ENCRYPTION_KEY",
         "JOBS_ENCRYPTION_OLD_KEYS",

@@ -91,6 +91,8 @@ def register_settings_secrets(settings: Settings) -> None:
     for value in (
         settings.redis_password,
         settings.smtp_password,
+        settings.dashboard_password,
+        settings.dashboard_token,
         settings.sentry_dsn,
         settings.jobs_encryption_key,
         settings.jobs_encryption_old_keys,

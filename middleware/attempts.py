@@ -129,6 +129,7 @@ class Attempts(Middleware):
             logger.exception("Could not enqueue the retry of job %s", message.message_id)
             return False
         message.options["retry_at"] = retry_at
+        message.options["last_error_code"] = error.code
         return True
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,13 +22,14 @@ from dramatiq.broker import Broker, MessageProxy
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware
 
-from . import keys
+from . import keys, metrics
 from .errors import JobError
 from .job_result import take_job_result
 from .sanitize import redact
 from .secrets_scope import sensitive_args_of
 
 FINAL_STATES = frozenset({"succeeded", "failed", "dead", "skipped"})
+_started: ContextVar[float | None] = ContextVar("taatom_state_started", default=None)
 _TIMESTAMPS = ("enqueued_at", "started_at", "finished_at", "retry_at", "updated_at")
 MAX_RESULT_BYTES = 64 * 1024
 
@@ -47,8 +49,10 @@ class JobState(Middleware):
         state: str,
         *,
         done: bool = False,
+        outcome: tuple[str, str] | None = None,
         **fields: Any,
     ) -> None:
+        """One pipelined round trip: the state hash, its history, the done signal, the fleet counters."""
         ns = broker.namespace  # type: ignore[attr-defined]
         now = _now_ms()
         job_key = keys.job(ns, message.message_id)
@@ -63,6 +67,18 @@ class JobState(Middleware):
             done_key = keys.job_done(ns, message.message_id)
             pipe.rpush(done_key, state)
             pipe.expire(done_key, self.ttl_s)
+        if outcome is not None:
+            started = _started.get()
+            metrics.record_outcome(
+                pipe,
+                ns,
+                actor=message.actor_name,
+                queue=keys.canonical(message.queue_name),
+                outcome=outcome[0],
+                code=outcome[1],
+                duration_s=None if started is None else time.perf_counter() - started,
+                now_ms=now,
+            )
         pipe.execute()
 
     def before_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
@@ -79,6 +95,8 @@ class JobState(Middleware):
             state,
             queue=keys.canonical(message.queue_name),
             actor=message.actor_name,
+            # where the stored message is, for operators' job pages
+            redis_id=message.options.get("redis_message_id"),
             enqueued_at=message.message_timestamp,
             retry_at=retry_at if state == "retrying" else (_now_ms() + delay if delay else None),
             attempts=int(message.options.get("attempt", 1)) - 1,
@@ -107,6 +125,7 @@ class JobState(Middleware):
                 message,
                 "succeeded",
                 done=True,
+                outcome=("succeeded", ""),
                 finished_at=_now_ms(),
                 result=_bounded_result(redact(result, extra_keys=sensitive)),
                 error_code="",
@@ -120,15 +139,31 @@ class JobState(Middleware):
                 message,
                 "failed",
                 done=True,
+                outcome=("failed", str(message.options.get("error_code", ""))),
                 finished_at=_now_ms(),
                 error_code=message.options.get("error_code"),
                 error=message.options.get("error"),
                 attempts=message.options.get("attempts"),
             )
-        # A retry was scheduled: its enqueue already wrote "retrying".
+        elif exception is not None:
+            # A retry was scheduled (its enqueue wrote "retrying"); count it.
+            self._count(broker, message, "retried", str(message.options.get("last_error_code", "")))
+
+    def _count(self, broker: Broker, message: MessageProxy, outcome: str, code: str) -> None:
+        pipe = broker.client.pipeline(transaction=False)  # type: ignore[attr-defined]
+        metrics.record_outcome(
+            pipe,
+            broker.namespace,  # type: ignore[attr-defined]
+            actor=message.actor_name,
+            queue=keys.canonical(message.queue_name),
+            outcome=outcome,
+            code=code,
+            now_ms=_now_ms(),
+        )
+        pipe.execute()
 
     def after_nack(self, broker: Broker, message: MessageProxy) -> None:
-        self._write(broker, message, "dead")
+        self._write(broker, message, "dead", outcome=("dead", str(message.options.get("error_code", ""))))
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         self._write(broker, message, "skipped", done=True, finished_at=_now_ms())
@@ -194,6 +229,7 @@ class JobStateReader:
             "error_code": fields.get("error_code") or None,
             "error": fields.get("error") or None,
             "result": json.loads(fields["result"]) if fields.get("result") else None,
+            "redis_id": fields.get("redis_id"),
             "history": [
                 {"state": e["state"], "at": _datetime(e["at"])} for e in (json.loads(h) for h in history)
             ],

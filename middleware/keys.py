@@ -66,3 +66,8 @@ def job_done(ns: str, message_id: str) -> str:
 
 def unique(ns: str, unique_key: str) -> str:
     return f"{ns}:unique:{unique_key}"
+
+
+def worker(ns: str, worker_id: str) -> str:
+    """Hash describing a live worker process (host, pid, started_at, queues), refreshed by its keeper."""
+    return f"{ns}:workers:{worker_id}"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Make sure the services the test suite talks to are up on this machine:
 # Redis on 127.0.0.1:6379 (started, and installed from Debian if missing).
+# Debian's chromium for the dashboard's browser tests (Playwright drives it;
+# its own browser download cannot work on a closed network).
 # MongoDB-wire and SMTP servers are started by the tests themselves.
 set -euo pipefail
 
@@ -21,4 +23,10 @@ if ! redis_up; then
     sleep 0.2
   done
   redis_up || { echo "ensure-services: redis-server did not answer on 127.0.0.1:6379" >&2; exit 1; }
+fi
+
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "ensure-services: installing chromium" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi

@@ -11,10 +11,15 @@ SIGKILLed worker's jobs run again within about timeout + one tick.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import redis
+
+from .. import keys
 
 if TYPE_CHECKING:
     from . import FleetBroker
@@ -28,6 +33,11 @@ class Keeper(threading.Thread):
         self.broker = broker
         self.interval_s = interval_s
         self.stopped = threading.Event()
+        self.info: dict[str, str | int] = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": int(time.time() * 1000),
+        }
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval_s):
@@ -38,11 +48,22 @@ class Keeper(threading.Thread):
         try:
             broker.fleet.renew(broker.lease_ms, broker.held_messages())
             queues = sorted(broker.get_declared_queues() | broker.delay_queues)
+            self._describe(queues)
             recovered = broker.fleet.recover(broker.heartbeat_timeout, queues)
             if recovered:
                 logger.warning("Requeued %d in-flight messages of dead workers.", recovered)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             logger.warning("Fleet keeper cannot reach Redis (%s); retrying.", type(exc).__name__)
+
+    def _describe(self, queues: list[str]) -> None:
+        """Who this worker is, for operators; expires shortly after the worker stops."""
+        key = keys.worker(self.broker.namespace, self.broker.broker_id)
+        pipe = self.broker.client.pipeline(transaction=False)
+        info: dict[str | bytes, str | int] = {k: v for k, v in self.info.items()}
+        info["queues"] = ",".join(q for q in queues if "." not in q)
+        pipe.hset(key, mapping=info)  # type: ignore[arg-type]  # redis-py wants an invariant key union
+        pipe.pexpire(key, self.broker.heartbeat_timeout * 2)
+        pipe.execute()
 
     def stop(self) -> None:
         self.stopped.set()
