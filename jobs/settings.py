@@ -134,6 +134,51 @@ class Settings(BaseModel):
     jobs_encryption_key: SecretStr | None = Field(None, alias="JOBS_ENCRYPTION_KEY")
     jobs_encryption_old_keys: SecretStr | None = Field(None, alias="JOBS_ENCRYPTION_OLD_KEYS")
 
+    # --- scheduler ---
+    # Cron expressions are UTC: crontab's 5 fields, or 6 with seconds first.
+    schedule_analytics_hourly_cron: str = Field("5 * * * *", alias="SCHEDULE_ANALYTICS_HOURLY_CRON")
+    schedule_analytics_daily_cron: str = Field("15 0 * * *", alias="SCHEDULE_ANALYTICS_DAILY_CRON")
+    schedule_cleanup_analytics_cron: str = Field("0 3 * * *", alias="SCHEDULE_CLEANUP_ANALYTICS_CRON")
+    schedule_cleanup_error_logs_cron: str = Field("30 3 * * *", alias="SCHEDULE_CLEANUP_ERROR_LOGS_CRON")
+    retention_analytics_days: PositiveInt = Field(90, alias="RETENTION_ANALYTICS_DAYS")
+    retention_error_logs_days: PositiveInt = Field(30, alias="RETENTION_ERROR_LOGS_DAYS")
+    scheduler_lookback_hours: Annotated[int, Field(ge=1, le=24 * 31)] = Field(
+        48, alias="SCHEDULER_LOOKBACK_HOURS"
+    )
+    scheduler_misfire_grace_s: PositiveInt = Field(60, alias="SCHEDULER_MISFIRE_GRACE_S")
+    scheduler_heartbeat_s: Annotated[float, Field(ge=0.1, le=300)] = Field(
+        10.0, alias="SCHEDULER_HEARTBEAT_S"
+    )
+    scheduler_replica_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@-]{1,128}$")] | None = Field(
+        None, alias="SCHEDULER_REPLICA_ID"
+    )
+
+    @field_validator(
+        "schedule_analytics_hourly_cron",
+        "schedule_analytics_daily_cron",
+        "schedule_cleanup_analytics_cron",
+        "schedule_cleanup_error_logs_cron",
+    )
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        # The scheduler's own parser, so that what passes here is exactly what it runs.
+        from scheduler.cron import parse_cron
+
+        return parse_cron(value).expression
+
+    @model_validator(mode="after")
+    def _retention_allowed(self) -> Settings:
+        for name, days in (
+            ("RETENTION_ANALYTICS_DAYS", self.retention_analytics_days),
+            ("RETENTION_ERROR_LOGS_DAYS", self.retention_error_logs_days),
+        ):
+            if days < self.cleanup_min_older_than_days:
+                raise ValueError(
+                    f"{name}={days} is below CLEANUP_MIN_OLDER_THAN_DAYS={self.cleanup_min_older_than_days}:"
+                    " the cleanup job would refuse every scheduled run"
+                )
+        return self
+
     # --- observability -----------------------------------------------------------
     sentry_dsn: SecretStr | None = Field(None, alias="SENTRY_DSN")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
