@@ -45,6 +45,11 @@ def slots(ns: str, name: str) -> str:
     return f"{ns}:slots:{canonical(name)}"
 
 
+def wake(ns: str, name: str) -> str:
+    """List idle consumers of ``name`` block on; every enqueue (and freed slot) pushes a token."""
+    return f"{ns}:wake:{name}"
+
+
 def paused(ns: str) -> str:
     """Set of paused queue names."""
     return f"{ns}:paused"

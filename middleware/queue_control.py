@@ -27,7 +27,12 @@ class QueueControl:
         self.client.sadd(keys.paused(self.namespace), self._check(queue))
 
     def resume(self, queue: str) -> None:
-        self.client.srem(keys.paused(self.namespace), self._check(queue))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.srem(keys.paused(self.namespace), self._check(queue))
+        # Wake the consumers that went idle while the queue was paused.
+        pipe.rpush(keys.wake(self.namespace, queue), *([b"1"] * 16))
+        pipe.ltrim(keys.wake(self.namespace, queue), -64, -1)
+        pipe.execute()
 
     def paused(self) -> set[str]:
         members: set[bytes] = self.client.smembers(keys.paused(self.namespace))  # type: ignore[assignment]

@@ -15,12 +15,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import current_millis
 
+from .. import keys
 from .consumer import FleetConsumer
 from .keeper import Keeper
 from .script import FleetScript
 
 __all__ = ["FleetBroker", "FleetConsumer"]
+
+#: Wake tokens kept per queue: enough for every idle consumer of a fleet.
+WAKE_TOKENS = 64
 
 
 class FleetBroker(RedisBroker):
@@ -28,15 +33,24 @@ class FleetBroker(RedisBroker):
     caps: queue name -> most messages of it in flight across the fleet.
     heartbeat_timeout: ms without a heartbeat after which a worker is dead.
     lease_ms: how long a concurrency lease lives unless renewed (default: heartbeat_timeout).
+    idle_wait_ms: longest an idle consumer blocks on its wake list before fetching anyway.
     """
 
     def __init__(
-        self, *, caps: Mapping[str, int], heartbeat_timeout: int, lease_ms: int | None = None, **kwargs: Any
+        self,
+        *,
+        caps: Mapping[str, int],
+        heartbeat_timeout: int,
+        lease_ms: int | None = None,
+        idle_wait_ms: int = 2000,
+        **kwargs: Any,
     ) -> None:
         super().__init__(heartbeat_timeout=heartbeat_timeout, **kwargs)  # type: ignore[no-untyped-call]
         self.caps = dict(caps)
         self.lease_ms = lease_ms or heartbeat_timeout
+        self.idle_wait_ms = idle_wait_ms
         self.fleet = FleetScript(self.client, self.namespace, self.broker_id)
+        self._dispatch_script = self.scripts["dispatch"]
         self._consumers: weakref.WeakSet[FleetConsumer] = weakref.WeakSet()
         self._keeper: Keeper | None = None
         self._keeper_lock = threading.Lock()
@@ -50,6 +64,30 @@ class FleetBroker(RedisBroker):
         self._consumers.add(consumer)
         self._start_keeper()
         return consumer
+
+    def do_enqueue(self, queue_name: str, redis_id: str, data: bytes) -> None:
+        """Dramatiq's enqueue script plus a wake-up token for idle consumers, in one round trip."""
+        wake_key = keys.wake(self.namespace, queue_name)
+        pipe = self.client.pipeline(transaction=False)
+        self._dispatch_script(
+            keys=[self.namespace],
+            args=[
+                "enqueue",
+                current_millis(),
+                queue_name,
+                self.broker_id,
+                self.heartbeat_timeout,
+                self.dead_message_ttl,
+                self._should_do_maintenance("enqueue"),
+                self._max_unpack_size(),  # type: ignore[no-untyped-call]
+                redis_id,
+                data,
+            ],
+            client=pipe,
+        )
+        pipe.rpush(wake_key, b"1")
+        pipe.ltrim(wake_key, -WAKE_TOKENS, -1)
+        pipe.execute()
 
     def held_messages(self) -> list[tuple[str, str]]:
         return [pair for consumer in list(self._consumers) for pair in consumer.held()]

@@ -4,6 +4,12 @@ A capped queue gives out at most ``cap`` leases across the whole fleet; a
 consumer finding none free simply fetches nothing, so no worker thread ever
 waits on a slot and no attempt is spent waiting. Leases are released when the
 message is acknowledged, rejected or requeued, and expire if their holder dies.
+
+An idle consumer does not poll: it blocks on the queue's wake list, which
+every enqueue, freed slot, requeue and resume pushes to, so a message sent to
+an idle fleet starts in milliseconds. A delayed-queue consumer blocks no
+longer than until the earliest due time it holds, so delayed messages and
+retries move on when they come due.
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ from typing import TYPE_CHECKING
 
 import redis
 from dramatiq.broker import Consumer, MessageProxy
-from dramatiq.common import compute_backoff
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
+
+from .. import keys
 
 if TYPE_CHECKING:
     from . import FleetBroker
@@ -27,6 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("middleware.fleet")
 
 _REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+REDIS_TIMEOUT_SLACK_S = 0.1
 
 
 class FleetConsumer(Consumer):
@@ -38,8 +46,13 @@ class FleetConsumer(Consumer):
         self.cap = broker.caps.get(queue_name, 0)
         self._cache: deque[tuple[str, bytes]] = deque()
         self._held: set[str] = set()
+        self._due: dict[str, int] = {}  # redis id -> eta (ms), delayed messages held
         self._lock = threading.Lock()
-        self._misses = 0
+        self._settled = threading.Event()
+        self._wake_key = keys.wake(broker.namespace, queue_name)
+        # Block below the socket timeout, and long enough that an idle
+        # consumer costs Redis less than Dramatiq's polling does.
+        self._idle_wait_s = broker.idle_wait_ms / 1000
 
     @property
     def outstanding_message_count(self) -> int:
@@ -54,6 +67,8 @@ class FleetConsumer(Consumer):
     def _settle(self, redis_id: str) -> None:
         with self._lock:
             self._held.discard(redis_id)
+            self._due.pop(redis_id, None)
+        self._settled.set()
 
     def ack(self, message: MessageProxy) -> None:
         redis_id = message.options["redis_message_id"]
@@ -82,9 +97,8 @@ class FleetConsumer(Consumer):
             while True:
                 if self._cache:
                     redis_id, data = self._cache.popleft()
-                    self._misses = 0
                     try:
-                        return MessageProxy(Message.decode(data))
+                        message = Message.decode(data)
                     except Exception:
                         # Undecodable data must not stop the queue: dead-letter it.
                         logger.error(
@@ -93,21 +107,48 @@ class FleetConsumer(Consumer):
                         self.broker.fleet.nack(self.queue_name, redis_id)
                         self._settle(redis_id)
                         continue
+                    eta = message.options.get("eta")
+                    if isinstance(eta, int | float):
+                        with self._lock:
+                            self._due[redis_id] = int(eta)
+                    return MessageProxy(message)
                 with self._lock:
                     free = self.prefetch - len(self._held)
-                if free > 0:
-                    fetched = self.broker.fleet.fetch(self.queue_name, free, self.cap, self.broker.lease_ms)
-                    if fetched:
-                        with self._lock:
-                            self._held.update(redis_id for redis_id, _ in fetched)
-                        self._cache.extend(fetched)
-                        continue
-                # Nothing to do (empty, paused or at its cap): poll again with backoff.
-                self._misses, backoff_ms = compute_backoff(self._misses, max_backoff=self.timeout)
-                time.sleep(backoff_ms / 1000)
+                if free <= 0:
+                    # Every prefetched message is still being worked on: wait
+                    # for one to settle here, not in Redis.
+                    self._settled.wait(self.timeout / 1000)
+                    self._settled.clear()
+                    return None
+                fetched = self.broker.fleet.fetch(self.queue_name, free, self.cap, self.broker.lease_ms)
+                if fetched:
+                    with self._lock:
+                        self._held.update(redis_id for redis_id, _ in fetched)
+                    self._cache.extend(fetched)
+                    continue
+                # Empty, paused or at its cap: sleep until woken, or until a
+                # held delayed message comes due.
+                self._wait_for_work()
                 return None
         except _REDIS_DOWN as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+
+    def _wait_for_work(self) -> None:
+        with self._lock:
+            next_due = min(self._due.values(), default=None)
+        due_in_s = None if next_due is None else (next_due - time.time() * 1000) / 1000
+        if due_in_s is None or due_in_s >= self._idle_wait_s:
+            self.broker.client.blpop([self._wake_key], timeout=self._idle_wait_s)
+            return
+        # Redis times blocked clients out on its own cron (10 Hz by default),
+        # up to ~100 ms late: block until shortly before the due time, then
+        # sleep the rest here.
+        deadline = time.monotonic() + due_in_s
+        woken = due_in_s > REDIS_TIMEOUT_SLACK_S + 0.01 and self.broker.client.blpop(
+            [self._wake_key], timeout=due_in_s - REDIS_TIMEOUT_SLACK_S
+        )
+        if not woken:
+            time.sleep(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
         # Messages fetched but never handed to the worker go back to the head.

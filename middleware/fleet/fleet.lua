@@ -36,6 +36,14 @@ local function acks_key(w, q)
     return ns .. ":__acks__." .. w .. "." .. q
 end
 
+-- Wake one idle consumer of q (a freed slot, a requeued message). The list
+-- is trimmed: tokens only need to outnumber the idle consumers.
+local function wake(q)
+    local key = ns .. ":wake:" .. q
+    redis.call("rpush", key, "1")
+    redis.call("ltrim", key, -64, -1)
+end
+
 -- fetch: ARGV[4] queue, ARGV[5] how many, ARGV[6] cap (0: none), ARGV[7] lease ms
 -- returns {id1, data1, id2, data2, ...}
 if command == "fetch" then
@@ -84,7 +92,9 @@ elseif command == "ack" then
     if redis.call("srem", acks_key(worker, q), id) > 0 then
         redis.call("hdel", ns .. ":" .. q .. ".msgs", id)
     end
-    redis.call("zrem", slots_key(q), id)
+    if redis.call("zrem", slots_key(q), id) == 1 then
+        wake(canonical(q))
+    end
     return 1
 
 -- nack: ARGV[4] queue, ARGV[5] id; the stored message moves to the dead letters
@@ -101,7 +111,9 @@ elseif command == "nack" then
             redis.call("hdel", msgs, id)
         end
     end
-    redis.call("zrem", slots_key(q), id)
+    if redis.call("zrem", slots_key(q), id) == 1 then
+        wake(canonical(q))
+    end
     return 1
 
 -- requeue: ARGV[4] queue, ARGV[5..] ids; back to the head, in their order
@@ -114,6 +126,7 @@ elseif command == "requeue" then
         local id = ARGV[i]
         if redis.call("srem", acks, id) > 0 and redis.call("hexists", qkey .. ".msgs", id) == 1 then
             redis.call("lpush", qkey, id)
+            wake(q)
         end
         redis.call("zrem", slots, id)
     end
@@ -141,6 +154,7 @@ elseif command == "recover" then
             for _, id in ipairs(ids) do
                 if redis.call("hexists", qkey .. ".msgs", id) == 1 then
                     redis.call("lpush", qkey, id)
+                    wake(q)
                     requeued = requeued + 1
                 end
                 redis.call("zrem", slots_key(q), id)
