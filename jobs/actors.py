@@ -11,6 +11,7 @@ from dramatiq.broker import Broker
 from middleware.errors import SRV_6004, JobError
 
 from .actor import JobActor, JobResult
+from .mail.job import make_email_job
 from .payloads import AnalyticsPayload, CleanupPayload, EmailPayload, ImagePayload, Payload
 from .runtime import Runtime
 from .settings import Settings
@@ -63,7 +64,7 @@ def declare_actors(broker: Broker, settings: Settings, runtime: Runtime) -> Acto
         send_email=declare(
             "send_email",
             "email",
-            not_built("e-mail"),
+            make_email_job(runtime, settings),
             EmailPayload,
             "email",
             # OTP codes and reset links travel in these, often in the subject too.

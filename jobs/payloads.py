@@ -77,55 +77,113 @@ def _no_control_characters(value: str) -> str:
     return value
 
 
-HeaderText = Annotated[str, Field(min_length=1, max_length=MAX_SUBJECT_CHARS)]
-Address = Annotated[str, Field(min_length=3, max_length=320)]
+# --- e-mail (docs/email.md) -------------------------------------------------------
+# Caps: recipients across to, cc and bcc together; html and text together, in
+# UTF-8 bytes. A transactional e-mail is a few kilobytes; anything near these
+# is a mistake, and it would sit in Redis as a job argument.
+MAX_EMAIL_RECIPIENTS = MAX_RECIPIENTS
+MAX_EMAIL_BODY_BYTES = 256 * 1024
+
+Mailboxes = str | Annotated[list[str], Field(max_length=MAX_EMAIL_RECIPIENTS)]
+
+
+def _check_mailboxes(value: str | list[str] | None) -> None:
+    # Deferred: the mail package is the one place that knows addresses.
+    from .mail.addresses import parse_mailbox
+
+    items = [value] if isinstance(value, str) else value or []
+    for position, item in enumerate(items, start=1):
+        try:
+            parse_mailbox(item)
+        except ValueError as exc:
+            where = f"address {position}" if len(items) > 1 else "address"
+            raise ValueError(f"{where} {exc}") from None
+
+
+def _no_recipient(value: Any) -> bool:
+    """``to`` absent, null, blank or empty: missing data (FILE_4001), not a malformed value."""
+    return value is None or value == [] or (isinstance(value, str) and not value.strip())
+
+
+def _as_list(value: str | list[str] | None) -> list[str]:
+    return [value] if isinstance(value, str) else list(value or [])
 
 
 class EmailPayload(Payload):
-    to: Address | list[Address]
-    subject: HeaderText
-    html: Annotated[str, Field(max_length=MAX_BODY_CHARS)] | None = None
-    text: Annotated[str, Field(max_length=MAX_BODY_CHARS)] | None = None
-    cc: list[Address] | None = None
-    bcc: list[Address] | None = None
-    reply_to: Address | None = None
+    """``send_email``: one address or a list in ``to``, a subject, html and/or text.
+
+    Every address is checked by email-validator (``Name <addr>`` allowed); no
+    header value may hold a line break or another control character (header
+    injection). A missing recipient is ``FILE_4001``; anything else wrong is
+    ``VAL_2001``.
+    """
+
+    to: Mailboxes
+    subject: Annotated[str, Field(max_length=MAX_SUBJECT_CHARS)]
+    html: Annotated[str, Field(max_length=MAX_EMAIL_BODY_BYTES)] | None = None
+    text: Annotated[str, Field(max_length=MAX_EMAIL_BODY_BYTES)] | None = None
+    cc: Mailboxes | None = None
+    bcc: Mailboxes | None = None
+    reply_to: str | None = None
     idempotency_key: Annotated[str, Field(pattern=r"^[A-Za-z0-9:_.@/-]{1,200}$")] | None = None
 
-    required_data_fields: ClassVar[frozenset[str]] = frozenset({"to"})
+    @classmethod
+    def parse(cls, data: Mapping[str, Any], context: Mapping[str, Any] | None = None) -> Self:
+        # Decided on the input rather than on the error's field: an invalid
+        # address in `to` is bad input (VAL_2001), only an absent one is FILE_4001.
+        try:
+            return super().parse(data, context)
+        except JobError as exc:
+            if _no_recipient(data.get("to")):
+                raise JobError(FILE_4001, exc.message, details=exc.details) from None
+            raise
 
     @field_validator("to", mode="after")
     @classmethod
-    def _some_recipient(cls, value: str | list[str]) -> str | list[str]:
-        recipients = [value] if isinstance(value, str) else value
-        if not recipients:
+    def _valid_recipients(cls, value: str | list[str]) -> str | list[str]:
+        if _no_recipient(value):
             raise ValueError("at least one recipient is required")
-        if len(recipients) > MAX_RECIPIENTS:
-            raise ValueError(f"at most {MAX_RECIPIENTS} recipients")
-        for address in recipients:
-            _no_control_characters(address)
+        _check_mailboxes(value)
         return value
 
-    @field_validator("subject", "reply_to", mode="after")
+    @field_validator("cc", "bcc", "reply_to", mode="after")
     @classmethod
-    def _header_safe(cls, value: str | None) -> str | None:
-        return None if value is None else _no_control_characters(value)
+    def _valid_mailboxes(cls, value: str | list[str] | None) -> str | list[str] | None:
+        _check_mailboxes(value)
+        return value
 
-    @field_validator("cc", "bcc", mode="after")
+    @field_validator("subject", mode="after")
     @classmethod
-    def _header_safe_list(cls, value: list[str] | None) -> list[str] | None:
-        for address in value or []:
-            _no_control_characters(address)
+    def _valid_subject(cls, value: str) -> str:
+        from .mail.addresses import check_header_value
+
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return check_header_value(value)
+
+    @field_validator("html", "text", mode="after")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
         return value
 
     @model_validator(mode="after")
-    def _some_body(self) -> Self:
-        if self.html is None and self.text is None:
+    def _body_and_caps(self) -> Self:
+        if not (self.html or "").strip() and not (self.text or "").strip():
             raise ValueError("html or text is required")
+        size = len((self.html or "").encode()) + len((self.text or "").encode())
+        if size > MAX_EMAIL_BODY_BYTES:
+            raise ValueError(f"html and text together must not exceed {MAX_EMAIL_BODY_BYTES} bytes (UTF-8)")
+        count = len(self.recipients) + len(_as_list(self.cc)) + len(_as_list(self.bcc))
+        if count > MAX_EMAIL_RECIPIENTS:
+            raise ValueError(f"at most {MAX_EMAIL_RECIPIENTS} recipients in to, cc and bcc together")
         return self
 
     @property
     def recipients(self) -> list[str]:
-        return [self.to] if isinstance(self.to, str) else list(self.to)
+        """The ``to`` mailboxes as a list."""
+        return _as_list(self.to)
 
 
 TransformationStep = dict[str, Any]

@@ -84,6 +84,21 @@ class Settings(BaseModel):
     smtp_timeout_s: PositiveFloat = Field(10.0, alias="SMTP_TIMEOUT_S")
     email_from: str = Field("Taatom <no-reply@taatom.app>", alias="EMAIL_FROM")
     email_outbox_dir: Path | None = Field(None, alias="EMAIL_OUTBOX_DIR")
+    # Verify the SMTP server's certificate; false is for tests only (refused in production).
+    smtp_verify_tls: bool = Field(True, alias="SMTP_VERIFY_TLS")
+    # PEM bundle trusted for the SMTP server instead of the system store (a private CA).
+    smtp_ca_file: Path | None = Field(None, alias="SMTP_CA_FILE")
+    email_log_collection: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,120}$")] = Field(
+        "email_log", alias="EMAIL_LOG_COLLECTION"
+    )
+    email_log_retention_days: PositiveInt = Field(30, alias="EMAIL_LOG_RETENTION_DAYS")
+
+    @field_validator("smtp_verify_tls")
+    @classmethod
+    def _tls_verified_in_production(cls, value: bool, info: Any) -> bool:
+        if not value and info.data.get("app_env") == "production":
+            raise ValueError("must be true in production (turning verification off is for tests)")
+        return value
 
     # --- operator surface -------------------------------------------------------------
     dashboard_user: str | None = Field(None, alias="DASHBOARD_USER")
