@@ -24,22 +24,26 @@ class StopEvent:
     def set(self) -> None:
         """Safe from a signal handler and from any thread."""
         self._flag = True
-        # A full pipe already holds a wake-up; a closed one has no waiter.
-        with contextlib.suppress(OSError):
-            os.write(self._write, b"\0")
+        # After close() the descriptor's number may belong to another file.
+        if self._write >= 0:
+            # A full pipe (BlockingIOError) already holds a wake-up.
+            with contextlib.suppress(OSError):
+                os.write(self._write, b"\0")
 
     def is_set(self) -> bool:
         return self._flag
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until set or ``timeout`` seconds pass; return whether it is set."""
-        if not self._flag:
+        if not self._flag and self._read >= 0:
             # select() is resumed after a signal handler runs (PEP 475); the
             # handler's byte then ends the wait.
             select.select([self._read], [], [], None if timeout is None else max(0.0, timeout))
         return self._flag
 
     def close(self) -> None:
-        for fd in (self._read, self._write):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        fds, self._read, self._write = (self._read, self._write), -1, -1
+        for fd in fds:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
