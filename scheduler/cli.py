@@ -15,10 +15,11 @@ from datetime import datetime
 from jobs.embedded import EXIT_EMBEDDED_MODE
 from jobs.settings import Settings, SettingsError
 
-from .daemon import build_daemon, utc_now
+from .daemon import utc_now
 from .health import iso
 from .schedules import Schedule, build_schedules
 from .windows import next_fire, window_of
+from .wiring import build_daemon
 
 EXIT_OK = 0
 EXIT_CONFIG = 78

@@ -20,10 +20,11 @@ import redis
 from jobs.settings import Settings
 from scheduler import keys
 from scheduler.cli import main, render_schedule
-from scheduler.daemon import Daemon, build_daemon
+from scheduler.daemon import Daemon
 from scheduler.gate import Cursor, RedisGate
 from scheduler.health import read_heartbeats
 from scheduler.schedules import build_schedules
+from scheduler.wiring import build_daemon
 from tests.services.redis_db import REDIS_TEST_DB, REDIS_TEST_HOST, REDIS_TEST_PORT
 from tests.test_scheduler_gate import queued
 
