@@ -145,6 +145,49 @@ class Settings(BaseModel):
     job_state_ttl_s: PositiveInt = Field(7 * 86_400, alias="JOB_STATE_TTL_S")
     unique_ttl_s: PositiveInt = Field(86_400, alias="UNIQUE_TTL_S")
 
+    # --- analytics and cleanup jobs ---
+    # Collection names (DESIGN.md, "MongoDB collections"); four different collections.
+    analytics_events_collection: str = Field(
+        "analytics_events",
+        alias="ANALYTICS_EVENTS_COLLECTION",
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,119}$",
+    )
+    analytics_hourly_collection: str = Field(
+        "analytics_hourly",
+        alias="ANALYTICS_HOURLY_COLLECTION",
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,119}$",
+    )
+    analytics_daily_collection: str = Field(
+        "analytics_daily", alias="ANALYTICS_DAILY_COLLECTION", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,119}$"
+    )
+    error_logs_collection: str = Field(
+        "error_logs", alias="ERROR_LOGS_COLLECTION", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,119}$"
+    )
+    # A longer aggregate_analytics range is refused (VAL_2001): one job, one time limit.
+    analytics_max_range_days: Annotated[int, Field(ge=1, le=3660)] = Field(
+        366, alias="ANALYTICS_MAX_RANGE_DAYS"
+    )
+    # Cleanup deletes in batches of about this many documents (never more than twice as
+    # many), pausing between batches, and logs its progress every so many batches.
+    cleanup_batch_size: Annotated[int, Field(ge=1, le=100_000)] = Field(1000, alias="CLEANUP_BATCH_SIZE")
+    cleanup_batch_pause_ms: Annotated[int, Field(ge=0, le=60_000)] = Field(0, alias="CLEANUP_BATCH_PAUSE_MS")
+    cleanup_progress_every_batches: PositiveInt = Field(10, alias="CLEANUP_PROGRESS_EVERY_BATCHES")
+
+    @model_validator(mode="after")
+    def _distinct_collections(self) -> Settings:
+        names = {
+            "ANALYTICS_EVENTS_COLLECTION": self.analytics_events_collection,
+            "ANALYTICS_HOURLY_COLLECTION": self.analytics_hourly_collection,
+            "ANALYTICS_DAILY_COLLECTION": self.analytics_daily_collection,
+            "ERROR_LOGS_COLLECTION": self.error_logs_collection,
+        }
+        seen: dict[str, str] = {}
+        for variable, name in names.items():
+            if name in seen:
+                raise ValueError(f"{seen[name]} and {variable} must name different collections ({name!r})")
+            seen[name] = variable
+        return self
+
     # --- secrets in messages ----------------------------------------------------
     jobs_encryption_key: SecretStr | None = Field(None, alias="JOBS_ENCRYPTION_KEY")
     jobs_encryption_old_keys: SecretStr | None = Field(None, alias="JOBS_ENCRYPTION_OLD_KEYS")
