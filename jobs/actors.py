@@ -11,6 +11,7 @@ from dramatiq.broker import Broker
 from middleware.errors import SRV_6004, JobError
 
 from .actor import JobActor, JobResult
+from .analytics.job import make_analytics_job
 from .mail.job import make_email_job
 from .payloads import AnalyticsPayload, CleanupPayload, EmailPayload, ImagePayload, Payload
 from .runtime import Runtime
@@ -78,7 +79,11 @@ def declare_actors(broker: Broker, settings: Settings, runtime: Runtime) -> Acto
             "image processing",
         ),
         aggregate_analytics=declare(
-            "aggregate_analytics", "analytics", not_built("analytics"), AnalyticsPayload, "analytics"
+            "aggregate_analytics",
+            "analytics",
+            make_analytics_job(runtime, settings),
+            AnalyticsPayload,
+            "analytics",
         ),
         cleanup=declare("cleanup", "cleanup", not_built("cleanup"), CleanupPayload, "cleanup"),
     )

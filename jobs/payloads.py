@@ -205,9 +205,35 @@ class ImagePayload(Payload):
 
 
 class AnalyticsPayload(Payload):
+    """``aggregate_analytics``: a range and a bucket size (``hourly`` or ``daily``).
+
+    ``YYYY-MM-DD`` bounds are whole UTC days, the end day included; ISO-8601
+    datetimes are instants, the end excluded (an offset is converted to UTC,
+    none means UTC). The range must not be empty or reversed nor, when the
+    context carries ``analytics_max_range_days``, longer than that; the job
+    checks the maximum again at run time in any case.
+    """
+
     start_date: Annotated[str, Field(min_length=10, max_length=40)]
     end_date: Annotated[str, Field(min_length=10, max_length=40)]
     aggregation_type: Literal["hourly", "daily"]
+
+    @field_validator("start_date", "end_date", mode="after")
+    @classmethod
+    def _date_or_datetime(cls, value: str) -> str:
+        # Deferred: the analytics package owns the range rules.
+        from .analytics.ranges import parse_bound
+
+        parse_bound(value, end=False)
+        return value
+
+    @model_validator(mode="after")
+    def _usable_range(self, info: Any) -> Self:
+        from .analytics.ranges import requested_range
+
+        max_days = (info.context or {}).get("analytics_max_range_days")
+        requested_range(self.start_date, self.end_date, max_days=None if max_days is None else int(max_days))
+        return self
 
 
 class CleanupPayload(Payload):
