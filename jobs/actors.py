@@ -12,6 +12,7 @@ from middleware.errors import SRV_6004, JobError
 
 from .actor import JobActor, JobResult
 from .analytics.job import make_analytics_job
+from .cleanup.job import make_cleanup_job
 from .mail.job import make_email_job
 from .payloads import AnalyticsPayload, CleanupPayload, EmailPayload, ImagePayload, Payload
 from .runtime import Runtime
@@ -85,5 +86,5 @@ def declare_actors(broker: Broker, settings: Settings, runtime: Runtime) -> Acto
             AnalyticsPayload,
             "analytics",
         ),
-        cleanup=declare("cleanup", "cleanup", not_built("cleanup"), CleanupPayload, "cleanup"),
+        cleanup=declare("cleanup", "cleanup", make_cleanup_job(runtime, settings), CleanupPayload, "cleanup"),
     )

@@ -236,9 +236,20 @@ class AnalyticsPayload(Payload):
         return self
 
 
+# A cutoff further back than this is a typo, and far enough to overflow dates.
+MAX_OLDER_THAN_DAYS = 36_500
+
+
 class CleanupPayload(Payload):
+    """``cleanup``: what to delete and how old it must be; ``dry_run`` only counts.
+
+    ``older_than_days`` is a JSON integer (not a float, not a boolean) from
+    ``CLEANUP_MIN_OLDER_THAN_DAYS`` (given in the context, 7 without one) to
+    100 years, so a typo cannot wipe recent data.
+    """
+
     cleanup_type: Literal["analytics", "error_logs", "all"]
-    older_than_days: StrictInt
+    older_than_days: Annotated[StrictInt, Field(le=MAX_OLDER_THAN_DAYS)]
     dry_run: StrictBool = False
 
     @field_validator("older_than_days", mode="after")

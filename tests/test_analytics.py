@@ -24,8 +24,9 @@ from jobs.mongo_indexes import AGGREGATE_INDEXES, EVENT_INDEXES, ensure_indexes
 from jobs.payloads import AnalyticsPayload
 from middleware.errors import JobError
 from tests.conftest import FAST_POLICY, Stack
-from tests.services.mongo import client_for
+from tests.services.mongo import MongoDaemon, client_for
 from tests.support.events import generate_events, reference_rollup, stored_rollup, utc
+from tests.support.redis_inspect import wait_until
 
 Db = Database[dict[str, Any]]
 NAMES = CollectionNames()
@@ -430,3 +431,53 @@ def test_worker_refuses_bad_ranges_with_val_2001_and_does_not_retry(stack: Stack
         status = stack.api.status(message.message_id)
         assert status is not None and status["attempts"] == 1, status
     assert "analytics_daily" not in mongo_db.list_collection_names()
+
+
+@pytest.mark.slow
+def test_database_outage_is_srv_6002_retried_then_both_jobs_succeed(
+    make_stack: Callable[[dict[str, str]], Stack], mongo_daemon: MongoDaemon
+) -> None:
+    """MongoDB down: each job fails with SRV_6002 and is retried; once it is back, both succeed.
+
+    Covers the cleanup job too (issue 8), to pay for the 5 s server-selection timeout once.
+    """
+    url = mongo_daemon.url
+    mongo_daemon.stop()
+    stack = make_stack(
+        {
+            "MONGO_URL": url,
+            "MONGO_DB": "outage",
+            **FAST_POLICY,
+            # Room to restart the daemon and seed it before the second attempts.
+            "ANALYTICS_BACKOFF_MIN_MS": "3000",
+            "CLEANUP_BACKOFF_MIN_MS": "3000",
+        }
+    )
+    analytics = stack.actors.aggregate_analytics.send(
+        start_date="2026-01-01", end_date="2026-01-01", aggregation_type="hourly"
+    ).message_id
+    # The cleanup's cutoff (400 days) is well before the analytics range, so the two cannot race.
+    cleanup = stack.actors.cleanup.send(cleanup_type="analytics", older_than_days=400).message_id
+
+    def retrying(job: str) -> bool:
+        status = stack.api.status(job) or {}
+        return status.get("state") == "retrying" and status.get("error_code") == "SRV_6002"
+
+    assert wait_until(lambda: retrying(analytics) and retrying(cleanup), timeout=20)
+    mongo_daemon.start()  # same port, empty (in-memory storage)
+    client = mongo_daemon.client()
+    try:
+        old = datetime.now(UTC) - timedelta(days=500)
+        client["outage"]["analytics_events"].insert_many(
+            [
+                {"type": "view", "user_id": "a", "created_at": utc(2026, 1, 1, 4)},
+                {"type": "like", "user_id": "b", "created_at": old},
+            ]
+        )
+        assert stack.api.result(analytics, timeout=20)["events"] == 1
+        assert stack.api.result(cleanup, timeout=20)["deleted"] == {"analytics_events": 1}
+        for job in (analytics, cleanup):
+            assert stack.api.status(job)["attempts"] == 2  # type: ignore[index]
+        assert client["outage"]["analytics_hourly"].count_documents({}) == 2
+    finally:
+        client.close()

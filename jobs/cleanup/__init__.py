@@ -1,0 +1,1 @@
+"""The ``cleanup`` job: old analytics events and resolved error logs deleted in bounded batches."""
