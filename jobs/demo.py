@@ -101,6 +101,24 @@ def samples() -> list[Sample]:
             lambda a: a.send_email,
             {"to": "ana@example.com", "subject": "Your Taatom code", "text": "Your code is 418203."},
         ),
+        (
+            "email: welcome (html)",
+            lambda a: a.send_email,
+            {
+                "to": "Zoë Martins <zoe@example.com>",
+                "subject": "Bem-vinda à Taatom ✈",
+                "html": (
+                    "<h1>Olá Zoë</h1><p>Your first trip awaits: "
+                    '<a href="https://taatom.app/trips">plan it</a>.</p>'
+                ),
+                "idempotency_key": "welcome:zoe",
+            },
+        ),
+        (
+            "email: bad address",
+            lambda a: a.send_email,
+            {"to": "ana@@example.com", "subject": "Hi", "text": "..."},
+        ),
         ("email: no recipient", lambda a: a.send_email, {"to": [], "subject": "Hi", "text": "..."}),
         (
             "image: thumbnail",
@@ -161,7 +179,20 @@ def run_demo(out: TextIO = sys.stdout, environ: dict[str, str] | None = None) ->
             worker.stop()
         runtime.close()
     out.write("\n" + render_table(rows) + "\n")
+    out.write(outbox_summary(settings))
     return 0 if finished else 1
+
+
+def outbox_summary(settings: Settings) -> str:
+    """Where the demo's e-mails went: the outbox folder unless SMTP_HOST is set."""
+    if settings.smtp_host:
+        return f"\ne-mails were handed to the SMTP server {settings.smtp_host}\n"
+    from .mail.outbox import outbox_dir
+
+    folder = outbox_dir(settings)
+    files = sorted(folder.glob("*.eml"), key=lambda f: f.stat().st_mtime) if folder.is_dir() else []
+    latest = f"; latest: {files[-1].name}" if files else ""
+    return f"\ne-mails are written as .eml files to {folder} ({len(files)} there{latest})\n"
 
 
 def render_table(rows: list[Outcome]) -> str:

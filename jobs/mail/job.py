@@ -163,7 +163,9 @@ def _result(record: Mapping[str, Any], *, already_sent: bool) -> JobResult:
 
 def _log_delivery(job_id: str, delivery: Delivery, backend: Backend) -> None:
     if delivery.transport == "outbox":
-        logger.info("Email job %s written to the outbox: %s", job_id, delivery.location)
+        # Folder and name apart: as one long path the sanitizer could take it for a token.
+        where = Path(delivery.location or "")
+        logger.info("Email job %s written to the outbox %s as %s", job_id, where.parent, where.name)
     else:
         logger.info(
             "Email job %s accepted by %s: %s %s", job_id, backend.describe(), delivery.code, delivery.reply
