@@ -6,43 +6,167 @@ timestamps, error code, sanitized error and result) and a history list of
 ``queued``, ``delayed``, ``running``, ``retrying`` (with ``retry_at``),
 ``succeeded`` (with ``result``), ``failed`` (with ``error_code`` and
 ``attempts``), ``dead`` (in the dead-letter queue), ``skipped`` (a duplicate
-of a unique job). Every write of a transition is one pipelined round trip.
+of a unique job). A transition is one Lua call (job_state.lua) that also
+counts the outcome for metrics; transitions carry a sequence number, so one
+that arrives late never takes a job back to an earlier state.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import queue
+import threading
 import time
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import redis
 from dramatiq.broker import Broker, MessageProxy
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware
+from dramatiq.worker import ConsumerThread, WorkerThread
 
-from . import keys, metrics
+from . import deferred, keys, metrics
 from .errors import JobError
 from .job_result import take_job_result
 from .sanitize import redact
+from .scripts import LuaScript, execute
 from .secrets_scope import sensitive_args_of
 
 FINAL_STATES = frozenset({"succeeded", "failed", "dead", "skipped"})
-_started: ContextVar[float | None] = ContextVar("taatom_state_started", default=None)
 _TIMESTAMPS = ("enqueued_at", "started_at", "finished_at", "retry_at", "updated_at")
 MAX_RESULT_BYTES = 64 * 1024
+STATE = LuaScript.from_file(Path(__file__).parent / "job_state.lua")
+
+# Order of transitions within one attempt; a later attempt, or a message
+# retried from the dead letters (a new generation), always sorts later.
+_PHASE = {
+    "queued": 0,
+    "delayed": 0,
+    "retrying": 0,
+    "running": 1,
+    "succeeded": 2,
+    "failed": 2,
+    "skipped": 2,
+    "dead": 3,
+}
+
+_started: ContextVar[float | None] = ContextVar("taatom_state_started", default=None)
+logger = logging.getLogger("middleware.job_state")
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _seq(message: Message[Any] | MessageProxy, state: str) -> int:
+    generation = int(message.options.get("generation", 0))
+    return generation * 100_000 + int(message.options.get("attempt", 1)) * 10 + _PHASE[state]
+
+
+class StateWriter(threading.Thread):
+    """Writes the job-state transitions of a worker process, in order, batched per round trip.
+
+    Worker threads hand transitions over and go on: they never wait for a
+    state write. One thread keeps them in order (FIFO), and each round trip
+    carries every transition queued since the last one.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        super().__init__(name="taatom-job-state", daemon=True)
+        self.client = client
+        self.pending: queue.SimpleQueue[tuple[list[str], list[Any]] | threading.Event] = queue.SimpleQueue()
+
+    def submit(self, keys_: list[str], args: list[Any]) -> None:
+        self.pending.put((keys_, args))
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        done = threading.Event()
+        self.pending.put(done)
+        return done.wait(timeout_s)
+
+    def run(self) -> None:
+        while True:
+            batch = [self.pending.get()]
+            while len(batch) < 1000:
+                try:
+                    batch.append(self.pending.get_nowait())
+                except queue.Empty:
+                    break
+            self._write([item for item in batch if not isinstance(item, threading.Event)])
+            for item in batch:
+                if isinstance(item, threading.Event):
+                    item.set()
+
+    def _write(self, transitions: list[tuple[list[str], list[Any]]]) -> None:
+        if not transitions:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for keys_, args in coalesce(transitions):
+            STATE.queue(pipe, keys_, args)
+        try:
+            execute(pipe, self.client, [STATE])
+        except redis.RedisError as exc:
+            # Job state is a view for people; the jobs themselves are safe.
+            logger.warning("Lost %d job-state writes: %s", len(transitions), type(exc).__name__)
+
+
+def coalesce(transitions: list[tuple[list[str], list[Any]]]) -> list[tuple[list[str], list[Any]]]:
+    """Merge a job's consecutive transitions of one batch into one call (a short job's
+    ``running`` and its outcome), keeping every history entry; calls that count an
+    outcome are never merged with each other, so no count is lost."""
+    merged: list[tuple[list[str], list[Any]]] = []
+    last_for: dict[str, int] = {}
+    for keys_, args in transitions:
+        index = last_for.get(keys_[0])
+        if index is not None and index == len(merged) - 1 and not (merged[index][1][5] and args[5]):
+            merged[index] = (keys_, _merge(merged[index][1], args))
+        else:
+            last_for[keys_[0]] = len(merged)
+            merged.append((keys_, list(args)))
+    return merged
+
+
+def _merge(first: list[Any], then: list[Any]) -> list[Any]:
+    h1, h2 = int(first[10]), int(then[10])
+    fields = dict(zip(first[11 + h1 :: 2], first[12 + h1 :: 2], strict=True))
+    fields.update(zip(then[11 + h2 :: 2], then[12 + h2 :: 2], strict=True))
+    counted = first if first[5] else then
+    state = first[2] if int(then[3]) < 0 else then[2]  # a count-only call changes no state
+    head = [then[0], then[1], state, max(first[3], then[3]), int(first[4] or then[4]), *counted[5:10]]
+    return [
+        *head,
+        h1 + h2,
+        *first[11 : 11 + h1],
+        *then[11 : 11 + h2],
+        *(x for kv in fields.items() for x in kv),
+    ]
+
+
 class JobState(Middleware):
+    """Records every job's transitions (see the module docstring).
+
+    In the app, the ``queued`` state travels in the enqueue round trip (so
+    ``status()`` right after ``send()`` sees it). In worker threads, every
+    transition goes through one :class:`StateWriter` per process.
+    """
+
     def __init__(self, ttl_s: int) -> None:
         self.ttl_s = ttl_s
+        self._writer: StateWriter | None = None
+        self._writer_lock = threading.Lock()
 
-    def _write(
+    def _writer_for(self, broker: Broker) -> StateWriter:
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = StateWriter(broker.client)  # type: ignore[attr-defined]
+                self._writer.start()
+            return self._writer
+
+    def _transition(
         self,
         broker: Broker,
         message: Message[Any] | MessageProxy,
@@ -51,35 +175,48 @@ class JobState(Middleware):
         done: bool = False,
         outcome: tuple[str, str] | None = None,
         **fields: Any,
-    ) -> None:
-        """One pipelined round trip: the state hash, its history, the done signal, the fleet counters."""
+    ) -> tuple[list[str], list[Any]]:
         ns = broker.namespace  # type: ignore[attr-defined]
         now = _now_ms()
-        job_key = keys.job(ns, message.message_id)
-        history = keys.job_history(ns, message.message_id)
-        mapping = {"state": state, "updated_at": now, **{k: v for k, v in fields.items() if v is not None}}
-        pipe = broker.client.pipeline(transaction=False)  # type: ignore[attr-defined]
-        pipe.hset(job_key, mapping={k: _encode(v) for k, v in mapping.items()})
-        pipe.rpush(history, json.dumps({"state": state, "at": now}))
-        pipe.expire(job_key, self.ttl_s)
-        pipe.expire(history, self.ttl_s)
-        if done:
-            done_key = keys.job_done(ns, message.message_id)
-            pipe.rpush(done_key, state)
-            pipe.expire(done_key, self.ttl_s)
+        queue_name = keys.canonical(message.queue_name)
+        counter = minute_field = bucket = ""
+        duration = 0.0
         if outcome is not None:
+            counter = f"{message.actor_name}|{queue_name}|{outcome[0]}|{outcome[1]}"
+            minute_field = f"{queue_name}|{outcome[0]}"
             started = _started.get()
-            metrics.record_outcome(
-                pipe,
-                ns,
-                actor=message.actor_name,
-                queue=keys.canonical(message.queue_name),
-                outcome=outcome[0],
-                code=outcome[1],
-                duration_s=None if started is None else time.perf_counter() - started,
-                now_ms=now,
-            )
-        pipe.execute()
+            if started is not None and outcome[0] in ("succeeded", "failed"):
+                duration = time.perf_counter() - started
+                bucket = f"{message.actor_name}|{metrics.bucket_for(duration)}"
+        keys_ = [
+            keys.job(ns, message.message_id),
+            keys.job_history(ns, message.message_id),
+            keys.job_done(ns, message.message_id),
+            metrics.jobs_key(ns),
+            metrics.minute_key(ns, now // 60_000),
+            metrics.duration_key(ns),
+        ]
+        args: list[Any] = [
+            self.ttl_s,
+            now,
+            state,
+            _seq(message, state),
+            int(done),
+            counter,
+            minute_field,
+            bucket,
+            message.actor_name,
+            repr(duration),
+            1,  # history entries that follow
+            json.dumps({"state": state, "at": now}),
+        ]
+        for name, value in fields.items():
+            if value is not None:
+                args.extend((name, _encode(value)))
+        return keys_, args
+
+    def _submit(self, broker: Broker, transition: tuple[list[str], list[Any]]) -> None:
+        self._writer_for(broker).submit(*transition)
 
     def before_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
         retry_at = message.options.get("retry_at")
@@ -89,7 +226,7 @@ class JobState(Middleware):
             state = "delayed"
         else:
             state = "queued"
-        self._write(
+        transition = self._transition(
             broker,
             message,
             state,
@@ -103,10 +240,23 @@ class JobState(Middleware):
             error_code=message.options.get("last_error_code"),
             error=message.options.get("last_error"),
         )
+        if isinstance(threading.current_thread(), WorkerThread | ConsumerThread):
+            self._submit(broker, transition)
+        else:
+            # The app's send(): written in the same round trip as the message, before it.
+            deferred.defer(message.options["redis_message_id"], lambda pipe: STATE.queue(pipe, *transition))
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
-        self._write(
-            broker, message, "running", started_at=_now_ms(), attempts=int(message.options.get("attempt", 1))
+        _started.set(time.perf_counter())
+        self._submit(
+            broker,
+            self._transition(
+                broker,
+                message,
+                "running",
+                started_at=_now_ms(),
+                attempts=int(message.options.get("attempt", 1)),
+            ),
         )
 
     def after_process_message(
@@ -120,7 +270,7 @@ class JobState(Middleware):
         if exception is None:
             result = take_job_result() if result is None else result
             sensitive = sensitive_args_of(broker, message.actor_name)
-            self._write(
+            transition = self._transition(
                 broker,
                 message,
                 "succeeded",
@@ -131,10 +281,9 @@ class JobState(Middleware):
                 error_code="",
                 error="",
             )
-        else:
+        elif message.failed:
             take_job_result()
-        if exception is not None and message.failed:
-            self._write(
+            transition = self._transition(
                 broker,
                 message,
                 "failed",
@@ -145,28 +294,38 @@ class JobState(Middleware):
                 error=message.options.get("error"),
                 attempts=message.options.get("attempts"),
             )
-        elif exception is not None:
-            # A retry was scheduled (its enqueue wrote "retrying"); count it.
-            self._count(broker, message, "retried", str(message.options.get("last_error_code", "")))
+        else:
+            # A retry was scheduled (its enqueue wrote "retrying"): count it only.
+            take_job_result()
+            transition = self._count(
+                broker, message, "retried", str(message.options.get("last_error_code", ""))
+            )
+        self._submit(broker, transition)
 
-    def _count(self, broker: Broker, message: MessageProxy, outcome: str, code: str) -> None:
-        pipe = broker.client.pipeline(transaction=False)  # type: ignore[attr-defined]
-        metrics.record_outcome(
-            pipe,
-            broker.namespace,  # type: ignore[attr-defined]
-            actor=message.actor_name,
-            queue=keys.canonical(message.queue_name),
-            outcome=outcome,
-            code=code,
-            now_ms=_now_ms(),
-        )
-        pipe.execute()
+    def _count(
+        self, broker: Broker, message: MessageProxy, outcome: str, code: str
+    ) -> tuple[list[str], list[Any]]:
+        """A counter-only transition: state "retrying" at a sequence that never overrides the real one."""
+        keys_, args = self._transition(broker, message, "retrying", outcome=(outcome, code))
+        args[3] = -1  # seq: below any recorded transition, so the state itself is left alone
+        args[10] = 0  # and no history entry
+        del args[11]
+        return keys_, args
 
     def after_nack(self, broker: Broker, message: MessageProxy) -> None:
-        self._write(broker, message, "dead", outcome=("dead", str(message.options.get("error_code", ""))))
+        self._submit(
+            broker,
+            self._transition(
+                broker, message, "dead", outcome=("dead", str(message.options.get("error_code", "")))
+            ),
+        )
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
-        self._write(broker, message, "skipped", done=True, finished_at=_now_ms())
+        self._submit(broker, self._transition(broker, message, "skipped", done=True, finished_at=_now_ms()))
+
+    def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        if self._writer is not None:
+            self._writer.flush()
 
 
 def _encode(value: Any) -> str | int | float:

@@ -2,20 +2,19 @@
 
 Every worker process adds to the same Redis hashes, so a scrape of any one
 process (or of the dashboard) sees the whole fleet, once: no per-process
-registries to sum, no double counting, no port per worker process. Writes
-ride in the job-state pipeline that runs anyway, so counting costs no extra
-round trip.
+registries to sum, no double counting, no port per worker process. Counts
+are written by the job-state script, in the same call as the transition.
 
 Keys (under the namespace):
   metrics:jobs          field "actor|queue|outcome|code" -> count (outcome: succeeded, failed, retried, dead)
-  metrics:duration      field "actor|le" -> count of jobs at most ``le`` seconds; "actor|sum", "actor|count"
+  metrics:duration      field "actor|le" -> jobs whose run time fell in the bucket ending at ``le``
+                        (not cumulative: the scrape sums them up); "actor|sum", "actor|count"
   metrics:minute:{m}    field "queue|outcome" -> count in that UTC minute (kept two hours): throughput charts
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 #: Histogram bucket bounds in seconds (Prometheus convention: cumulative, plus +Inf).
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
@@ -34,30 +33,12 @@ def minute_key(ns: str, epoch_minute: int) -> str:
     return f"{ns}:metrics:minute:{epoch_minute}"
 
 
-def record_outcome(
-    pipe: Any,
-    ns: str,
-    *,
-    actor: str,
-    queue: str,
-    outcome: str,
-    code: str = "",
-    duration_s: float | None = None,
-    now_ms: int,
-) -> None:
-    """Add one job outcome to ``pipe`` (a redis pipeline the caller executes)."""
-    pipe.hincrby(jobs_key(ns), f"{actor}|{queue}|{outcome}|{code}", 1)
-    minute = minute_key(ns, now_ms // 60_000)
-    pipe.hincrby(minute, f"{queue}|{outcome}", 1)
-    pipe.expire(minute, MINUTE_TTL_S)
-    if duration_s is not None:
-        key = duration_key(ns)
-        for bound in DURATION_BUCKETS:
-            if duration_s <= bound:
-                pipe.hincrby(key, f"{actor}|{bound}", 1)
-        pipe.hincrby(key, f"{actor}|+Inf", 1)
-        pipe.hincrbyfloat(key, f"{actor}|sum", duration_s)
-        pipe.hincrby(key, f"{actor}|count", 1)
+def bucket_for(duration_s: float) -> str:
+    """The histogram bucket a run time falls in."""
+    for bound in DURATION_BUCKETS:
+        if duration_s <= bound:
+            return str(bound)
+    return "+Inf"
 
 
 def minute_keys(ns: str, now_ms: int, minutes: int) -> list[str]:

@@ -75,6 +75,8 @@ class Operator:
     def _requeue(self, raw: bytes) -> str:
         old = Message.decode(raw)
         options = {k: v for k, v in old.options.items() if k not in _OUTCOME_OPTIONS}
+        # A new generation: its transitions sort after everything the dead one recorded.
+        options["generation"] = int(old.options.get("generation", 0)) + 1
         fresh: Message[Any] = Message(
             queue_name=keys.canonical(old.queue_name),
             actor_name=old.actor_name,

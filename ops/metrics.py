@@ -60,8 +60,11 @@ class FleetCollector(Collector):
             "taatom_jobs_duration_seconds", "Job run time (successes and final failures).", labels=["actor"]
         )
         for actor, parts in sorted(per_actor.items()):
-            buckets = [(str(b), parts.get(str(b), 0.0)) for b in metrics.DURATION_BUCKETS]
-            buckets.append(("+Inf", parts.get("+Inf", 0.0)))
+            # Workers count each run in one bucket; Prometheus buckets are cumulative.
+            buckets, running = [], 0.0
+            for bound in [*(str(b) for b in metrics.DURATION_BUCKETS), "+Inf"]:
+                running += parts.get(bound, 0.0)
+                buckets.append((bound, running))
             histogram.add_metric([actor], buckets, sum_value=parts.get("sum", 0.0))
         yield histogram
 

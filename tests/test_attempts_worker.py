@@ -36,7 +36,7 @@ def test_transient_failures_are_retried_with_backoff_then_succeed(
     worker_group: type[WorkerGroup],
     redis_client: redis.Redis,
 ) -> None:
-    env = {**real_env, **BACKOFF, "LOG_FORMAT": "text"}
+    env = {**real_env, **BACKOFF, "LOG_FORMAT": "text", "LOG_LEVEL": "DEBUG"}
     group = _start(worker_group, env)
     stack = make_stack(env)
     message = declare_probe(stack.broker).send(key="flaky", fail_times=2, error_code="SRV_6003")
@@ -94,7 +94,7 @@ def test_permanent_error_is_attempted_exactly_once(
     worker_group: type[WorkerGroup],
     redis_client: redis.Redis,
 ) -> None:
-    env = {**real_env, "LOG_FORMAT": "json"}
+    env = {**real_env, "LOG_FORMAT": "json", "LOG_LEVEL": "DEBUG"}
     group = _start(worker_group, env)
     stack = make_stack(env)
     job = declare_probe(stack.broker).send(key="bad", fail_times=99, error_code=code).message_id
@@ -104,7 +104,11 @@ def test_permanent_error_is_attempted_exactly_once(
     assert len(_runs(redis_client, stack, "bad")) == 1
     assert delayed_count(redis_client, ns, "email") == 0  # no retry was scheduled
     group.wait_for("failed permanently")
-    records = [json.loads(line) for line in group.output.splitlines() if line.startswith("{")]
+    records = [
+        r
+        for r in (json.loads(line) for line in group.output.splitlines() if line.startswith("{"))
+        if r["logger"].startswith("jobs.")
+    ]
     [failure] = [r for r in records if "failed permanently" in r["message"]]
     assert failure["message"] == f"Probe job {job} failed permanently: {code} probe failing on purpose"
     assert failure["level"] == "ERROR"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC
 
@@ -111,3 +112,34 @@ def test_time_limit_is_armed_in_embedded_mode(
     status = stack.api.status(job)
     assert status is not None and status["attempts"] == 2
     assert "retrying" in _states(stack, job)
+
+
+def _args(state: str, seq: int, counter: str = "", at: int = 1, **fields: str) -> list[object]:
+    entries = [1, f'{{"state": "{state}", "at": {at}}}'] if seq >= 0 else [0]
+    pairs = [x for kv in fields.items() for x in kv]
+    return [60, at, state, seq, 0, counter, "", "", "probe", "0.0", *entries, *pairs]
+
+
+def test_coalesce_merges_a_jobs_transitions_without_losing_history_or_counts() -> None:
+    from middleware.job_state import coalesce
+
+    job_a, job_b = ["a", "ha"], ["b", "hb"]
+    merged = coalesce(
+        [
+            (job_a, _args("running", 11, at=1, started_at="1")),
+            (job_a, _args("succeeded", 12, counter="probe|email|succeeded|", at=2, finished_at="2")),
+            (job_b, _args("running", 11, at=3)),
+            (job_b, _args("retrying", -1, counter="probe|email|retried|SRV_6003", at=4)),
+            (job_b, _args("failed", 12, counter="probe|email|failed|SRV_6003", at=5)),
+        ]
+    )
+    assert [k[0] for k, _ in merged] == ["a", "b", "b"]
+    a = merged[0][1]
+    assert (a[2], a[3], a[5], a[10]) == ("succeeded", 12, "probe|email|succeeded|", 2)
+    assert [json.loads(e)["state"] for e in a[11:13]] == ["running", "succeeded"]
+    assert dict(zip(a[13::2], a[14::2], strict=True)) == {"started_at": "1", "finished_at": "2"}
+    # a count-only call merges into the previous transition without changing its state...
+    b = merged[1][1]
+    assert (b[2], b[5], b[10]) == ("running", "probe|email|retried|SRV_6003", 1)
+    # ...and two counted calls are never merged, so no count is lost
+    assert merged[2][1][5] == "probe|email|failed|SRV_6003"

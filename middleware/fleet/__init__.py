@@ -14,18 +14,23 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
+from dramatiq.brokers import redis as redis_broker_module
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 
-from .. import keys
+from .. import deferred, keys
+from ..scripts import LuaScript, execute
 from .consumer import FleetConsumer
 from .keeper import Keeper
-from .script import FleetScript
+from .script import FleetScript, deferred_scripts
 
 __all__ = ["FleetBroker", "FleetConsumer"]
 
 #: Wake tokens kept per queue: enough for every idle consumer of a fleet.
 WAKE_TOKENS = 64
+
+#: Dramatiq's own enqueue script, called with EVALSHA inside our enqueue pipeline.
+DISPATCH = LuaScript(redis_broker_module._scripts["dispatch"])
 
 
 class FleetBroker(RedisBroker):
@@ -50,7 +55,6 @@ class FleetBroker(RedisBroker):
         self.lease_ms = lease_ms or heartbeat_timeout
         self.idle_wait_ms = idle_wait_ms
         self.fleet = FleetScript(self.client, self.namespace, self.broker_id)
-        self._dispatch_script = self.scripts["dispatch"]
         self._consumers: weakref.WeakSet[FleetConsumer] = weakref.WeakSet()
         self._keeper: Keeper | None = None
         self._keeper_lock = threading.Lock()
@@ -69,9 +73,10 @@ class FleetBroker(RedisBroker):
         """Dramatiq's enqueue script plus a wake-up token for idle consumers, in one round trip."""
         wake_key = keys.wake(self.namespace, queue_name)
         pipe = self.client.pipeline(transaction=False)
-        self._dispatch_script(
-            keys=[self.namespace],
-            args=[
+        DISPATCH.queue(
+            pipe,
+            [self.namespace],
+            [
                 "enqueue",
                 current_millis(),
                 queue_name,
@@ -83,11 +88,12 @@ class FleetBroker(RedisBroker):
                 redis_id,
                 data,
             ],
-            client=pipe,
         )
         pipe.rpush(wake_key, b"1")
         pipe.ltrim(wake_key, -WAKE_TOKENS, -1)
-        pipe.execute()
+        for write in deferred.take(redis_id):  # the message's job state, written with it
+            write(pipe)
+        execute(pipe, self.client, [DISPATCH, *deferred_scripts()])
 
     def held_messages(self) -> list[tuple[str, str]]:
         return [pair for consumer in list(self._consumers) for pair in consumer.held()]

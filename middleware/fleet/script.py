@@ -9,7 +9,9 @@ from typing import Any
 
 import redis
 
-_SOURCE = (Path(__file__).parent / "fleet.lua").read_bytes()
+from ..scripts import LuaScript
+
+FLEET = LuaScript.from_file(Path(__file__).parent / "fleet.lua")
 
 
 def now_ms() -> int:
@@ -18,12 +20,15 @@ def now_ms() -> int:
 
 class FleetScript:
     def __init__(self, client: redis.Redis, namespace: str, worker_id: str) -> None:
-        self._script = client.register_script(_SOURCE)
+        self.client = client
         self.namespace = namespace
         self.worker_id = worker_id
 
+    def _args(self, command: str, *args: str | int) -> list[Any]:
+        return [command, now_ms(), self.worker_id, *args]
+
     def _call(self, command: str, *args: str | int) -> Any:
-        return self._script(keys=[self.namespace], args=[command, now_ms(), self.worker_id, *args])
+        return FLEET(self.client, [self.namespace], self._args(command, *args))
 
     def fetch(self, queue: str, count: int, cap: int, lease_ms: int) -> list[tuple[str, bytes]]:
         """Take up to ``count`` messages, no more than the free slots of a capped queue allow."""
@@ -48,3 +53,10 @@ class FleetScript:
     def recover(self, heartbeat_timeout_ms: int, queues: Iterable[str]) -> int:
         """Requeue the in-flight messages of workers whose heartbeat is too old; returns how many."""
         return int(self._call("recover", heartbeat_timeout_ms, *queues))
+
+
+def deferred_scripts() -> list[LuaScript]:
+    """Every script a deferred write or a broker pipeline may call."""
+    from ..job_state import STATE
+
+    return [FLEET, STATE]
