@@ -24,6 +24,9 @@ from ops.dashboard import serve
 from ops.dashboard.auth import is_loopback
 from ops.dashboard.csrf import CsrfGuard, same_origin
 from ops.dashboard.scheduler_panel import parse_heartbeat
+from scheduler.gate import Cursor
+from scheduler.health import Heartbeat, Identity, heartbeat_document
+from scheduler.schedules import build_schedules
 from tests.conftest import Stack
 from tests.support.browser import Dashboard, cell, csrf_token, serve_dashboard
 
@@ -449,6 +452,47 @@ def test_scheduler_panel_shows_whatever_heartbeats_hold(
         schedules["cleanup-daily"]["next"] == nxt.isoformat() and schedules["cleanup-daily"]["last"] is None
     )
     assert 0 < a["ttl_s"] <= 30
+
+
+def test_scheduler_panel_reads_what_the_scheduler_writes(dashboard: StartDashboard) -> None:
+    d = dashboard(PROTECTED)
+    now = datetime.now(UTC).replace(microsecond=0)
+    schedules = build_schedules(d.stack.settings)
+    fired = now - timedelta(minutes=20)
+    for replica, state, error in (
+        ("sched-a:101", "running", None),
+        ("sched-b:202", "degraded", "send refused: redis://:hunter2hunter2@redis.internal:6379/0 down"),
+        ("sched-c:303", "stopped", None),
+    ):
+        document = heartbeat_document(
+            Identity(replica, replica.split(":")[0], int(replica.split(":")[1]), started_at=now),
+            now=now,
+            state=state,
+            schedules=schedules,
+            cursors={schedules[0].name: Cursor(fire=fired, window="2026-01-01T00:00Z")},
+            error=error,
+        )
+        Heartbeat(d.stack.broker.client, d.stack.broker.namespace, replica, interval_s=10).write(document)
+
+    with d.client(BASIC) as client:
+        fleet = client.get("/fleet").text
+        overview = client.get("/").text
+        api = {r["replica_id"]: r for r in client.get("/api/scheduler").json()["replicas"]}
+
+    assert {r: (api[r]["alive"], api[r]["state"]) for r in api} == {
+        "sched-a:101": (True, "running"),
+        "sched-b:202": (True, "degraded"),
+        "sched-c:303": (False, "stopped"),
+    }
+    first = {s["name"]: s for s in api["sched-a:101"]["schedules"]}
+    assert set(first) == {s.name for s in schedules}
+    assert first[schedules[0].name]["last"] == fired.isoformat()
+    assert all(datetime.fromisoformat(s["next"]) > now for s in first.values())
+    assert all(f'data-schedule="{s.name}"' in fleet for s in schedules)
+    assert "hunter2hunter2" not in fleet + overview + json.dumps(api)
+    assert ">degraded<" in fleet and ">stopped<" in fleet
+    tile = re.search(r'data-tile="scheduler".*?class="value">(\d+)<', overview, re.S)
+    assert tile is not None and tile.group(1) == "2"
 
 
 def test_heartbeat_shapes_are_read_defensively() -> None:

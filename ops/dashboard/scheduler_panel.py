@@ -1,10 +1,11 @@
 """The scheduler panel's view of ``{ns}:scheduler:heartbeat:*``.
 
 The scheduler daemon is young and its heartbeat format may still change, so
-this module reads it defensively and alone: a heartbeat is a JSON string or
-a hash, with a TTL. Fields it recognises (replica id, time seen, leadership,
-each schedule's last and next fire) get their own columns; any other field
-is shown as it is. Everything shown passes through the sanitizer.
+this module reads it defensively and alone. A heartbeat is a JSON string (as
+``scheduler.health`` writes it today) or a hash, with a TTL. Fields it
+recognises (replica id, time seen, state, leadership, each schedule's last
+and next fire) get their own columns; any other field is shown as it is.
+Everything shown passes through the sanitizer.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ _SEEN_FIELDS = (
     "now",
 )
 _LEADER_FIELDS = ("leader", "is_leader", "role")
+_STATE_FIELDS = ("state", "status")
+#: States in which a replica is not scheduling anything.
+_DOWN_STATES = frozenset({"stopped", "stopping", "dead", "exited"})
 _SCHEDULES_FIELDS = ("schedules", "jobs")
 _LAST_FIELDS = ("last_fire", "last_fire_at", "last_fire_time", "last", "last_run", "previous_fire", "prev")
 _NEXT_FIELDS = ("next_fire", "next_fire_at", "next_fire_time", "next", "next_run")
@@ -55,6 +59,7 @@ class Replica:
     replica_id: str
     alive: bool
     seen: datetime | None
+    state: str | None
     leader: bool | None
     schedules: list[ScheduleFire]
     details: dict[str, str]
@@ -123,7 +128,7 @@ def _schedule(name: str, value: Any) -> ScheduleFire:
         name=str(value.get("name") or value.get("id") or value.get("schedule") or name),
         last=to_datetime(last),
         next=to_datetime(nxt),
-        details={str(k): _text(v) for k, v in value.items() if k not in used},
+        details={str(k): _text(v) for k, v in value.items() if k not in used and v is not None},
     )
 
 
@@ -149,15 +154,19 @@ def parse_heartbeat(key_suffix: str, data: Mapping[str, Any], ttl_s: float | Non
     seen_field, seen_raw = _first(data, _SEEN_FIELDS)
     leader_field, leader_raw = _first(data, _LEADER_FIELDS)
     schedules_field, schedules_raw = _first(data, _SCHEDULES_FIELDS)
+    state_field, state_raw = _first(data, _STATE_FIELDS)
     seen = to_datetime(seen_raw)
-    used = {id_field, seen_field, leader_field, schedules_field}
+    state = None if state_raw is None else redact_text(str(state_raw))
+    fresh = seen is None or now - seen.timestamp() < STALE_AFTER_S
+    used = {id_field, seen_field, leader_field, schedules_field, state_field}
     return Replica(
         replica_id=redact_text(str(replica_id or key_suffix)),
-        alive=seen is None or now - seen.timestamp() < STALE_AFTER_S,
+        alive=fresh and (state or "").lower() not in _DOWN_STATES,
         seen=seen,
+        state=state,
         leader=_leader(leader_raw),
         schedules=_schedules(schedules_raw),
-        details={k: _text(v) for k, v in sorted(data.items()) if k not in used},
+        details={k: _text(v) for k, v in sorted(data.items()) if k not in used and v is not None},
         ttl_s=ttl_s,
     )
 

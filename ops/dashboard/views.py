@@ -200,17 +200,24 @@ def hosts(workers: Sequence[WorkerRow]) -> list[HostSummary]:
     ]
 
 
-def alerts(queues: Sequence[QueueOverview], workers: Sequence[WorkerRow]) -> list[str]:
+@dataclass(frozen=True)
+class Alert:
+    level: str  # "bad" or "warn"
+    text: str
+
+
+def alerts(queues: Sequence[QueueOverview], workers: Sequence[WorkerRow]) -> list[Alert]:
     """The few things an on-call engineer must not miss, worst first."""
     out = []
     if not any(w.alive for w in workers):
-        out.append("No worker process is alive: nothing is being processed.")
+        out.append(Alert("bad", "No worker process is alive: nothing is being processed."))
+    dead = [f"{q.name} {q.dead}" for q in queues if q.dead]
+    if dead:
+        out.append(Alert("bad", "Dead letters waiting for a decision: " + ", ".join(dead) + "."))
     for q in queues:
         if q.paused:
-            out.append(f"Queue {q.name} is paused: {q.waiting} waiting will not start until it is resumed.")
-    for q in queues:
-        if q.dead:
-            out.append(f"Queue {q.name} has {q.dead} dead letter{'s' if q.dead != 1 else ''}.")
+            held = f"{q.waiting} waiting message{'s' if q.waiting != 1 else ''}"
+            out.append(Alert("warn", f"Queue {q.name} is paused: {held} will not start until resumed."))
     return out
 
 
@@ -263,6 +270,7 @@ def replica_json(r: Replica) -> dict[str, Any]:
         "replica_id": r.replica_id,
         "alive": r.alive,
         "seen": iso(r.seen),
+        "state": r.state,
         "leader": r.leader,
         "ttl_s": r.ttl_s,
         "details": r.details,

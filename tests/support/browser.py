@@ -105,6 +105,9 @@ class Dashboard:
     app: Starlette
     prefix: str = ""
 
+    def __repr__(self) -> str:
+        return f"<Dashboard {self.url} namespace={self.stack.broker.namespace}>"
+
     @property
     def url(self) -> str:
         """Where the dashboard answers (the mount point included)."""
