@@ -129,15 +129,33 @@ def samples() -> list[Sample]:
             },
         ),
         ("image: ftp URL", lambda a: a.process_image, {"image_url": "ftp://x/1.jpg", "transformations": []}),
+        # Over the sample events seeded for 2026-01-01 (see seed_mongo_samples).
         (
             "analytics: hourly",
             lambda a: a.aggregate_analytics,
             {"start_date": "2026-01-01", "end_date": "2026-01-01", "aggregation_type": "hourly"},
         ),
         (
+            "analytics: daily",
+            lambda a: a.aggregate_analytics,
+            {"start_date": "2026-01-01", "end_date": "2026-01-01", "aggregation_type": "daily"},
+        ),
+        (
+            "analytics: reversed",
+            lambda a: a.aggregate_analytics,
+            {"start_date": "2026-01-02", "end_date": "2026-01-01", "aggregation_type": "daily"},
+        ),
+        # Events only in the dry run and error logs only in the real run: the two
+        # cleanups touch different collections, so their order does not matter.
+        (
             "cleanup: dry run",
             lambda a: a.cleanup,
-            {"cleanup_type": "all", "older_than_days": 90, "dry_run": True},
+            {"cleanup_type": "analytics", "older_than_days": 90, "dry_run": True},
+        ),
+        (
+            "cleanup: error logs",
+            lambda a: a.cleanup,
+            {"cleanup_type": "error_logs", "older_than_days": 30},
         ),
         ("cleanup: 3 days", lambda a: a.cleanup, {"cleanup_type": "all", "older_than_days": 3}),
     ]
@@ -157,6 +175,7 @@ def run_demo(out: TextIO = sys.stdout, environ: dict[str, str] | None = None) ->
     out.write("taatom-jobs demo (embedded mode: no Redis, MongoDB or SMTP server)\n\n")
     rows: list[Outcome] = []
     try:
+        out.write(seed_mongo_samples(runtime, settings) + "\n")
         for name, pick, kwargs in samples():
             actor = pick(actors)
             try:
@@ -173,12 +192,14 @@ def run_demo(out: TextIO = sys.stdout, environ: dict[str, str] | None = None) ->
                 out.write(f"  refused  {name:<22} {exc.code} (at send: nothing was enqueued)\n")
             rows.append(outcome)
         finished = recorder.wait(timeout_s=60)
+        rollups = sample_rollups(runtime, settings)
     finally:
         worker = embedded_worker(broker)
         if worker is not None:
             worker.stop()
         runtime.close()
     out.write("\n" + render_table(rows) + "\n")
+    out.write(rollups)
     out.write(outbox_summary(settings))
     return 0 if finished else 1
 
@@ -193,6 +214,29 @@ def outbox_summary(settings: Settings) -> str:
     files = sorted(folder.glob("*.eml"), key=lambda f: f.stat().st_mtime) if folder.is_dir() else []
     latest = f"; latest: {files[-1].name}" if files else ""
     return f"\ne-mails are written as .eml files to {folder} ({len(files)} there{latest})\n"
+
+
+def seed_mongo_samples(runtime: Runtime, settings: Settings) -> str:
+    """Sample analytics events and error logs for the analytics and cleanup samples (idempotent)."""
+    from datetime import UTC, datetime
+
+    from .analytics.samples import DEMO_DAY, seed_sample_events
+    from .cleanup.samples import seed_sample_error_logs
+    from .collections import CollectionNames
+
+    names = CollectionNames.from_settings(settings)
+    db = runtime.mongo_db()
+    events = seed_sample_events(db, names)
+    logs = seed_sample_error_logs(db, names, datetime.now(UTC))
+    return f"  seeded   {events} sample analytics events on {DEMO_DAY} and {logs} error logs\n"
+
+
+def sample_rollups(runtime: Runtime, settings: Settings) -> str:
+    """A few aggregate rows the analytics samples wrote."""
+    from .analytics.samples import describe_rollups
+    from .collections import CollectionNames
+
+    return describe_rollups(runtime.mongo_db(), CollectionNames.from_settings(settings))
 
 
 def render_table(rows: list[Outcome]) -> str:

@@ -46,11 +46,11 @@ class RollupReport:
     def as_result(self) -> dict[str, Any]:
         return {
             "success": True,
+            "buckets": self.buckets,
+            "events": self.events,
             "aggregation_type": self.aggregation_type,
             "start": iso(self.span.start),
             "end": iso(self.span.end),
-            "buckets": self.buckets,
-            "events": self.events,
             "stale_removed": self.stale_removed,
         }
 
