@@ -13,6 +13,7 @@ from middleware.errors import SRV_6004, JobError
 from .actor import JobActor, JobResult
 from .analytics.job import make_analytics_job
 from .cleanup.job import make_cleanup_job
+from .images.job import make_image_job
 from .mail.job import make_email_job
 from .payloads import AnalyticsPayload, CleanupPayload, EmailPayload, ImagePayload, Payload
 from .runtime import Runtime
@@ -75,7 +76,7 @@ def declare_actors(broker: Broker, settings: Settings, runtime: Runtime) -> Acto
         process_image=declare(
             "process_image",
             "image-processing",
-            not_built("image processing"),
+            make_image_job(runtime, settings),
             ImagePayload,
             "image processing",
         ),

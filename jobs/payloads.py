@@ -190,6 +190,14 @@ TransformationStep = dict[str, Any]
 
 
 class ImagePayload(Payload):
+    """``process_image``: an http(s) ``image_url``, Cloudinary-style steps, optional variants.
+
+    Every step is checked here (unknown keys, types, ranges, impossible combinations:
+    docs/images.md), so a bad transformation is refused at send with ``VAL_2001``.
+    Whether the URL may be fetched (its addresses, port, redirects) needs DNS and is
+    decided by the worker: ``VAL_2001`` there too.
+    """
+
     image_url: Annotated[str, Field(min_length=1, max_length=MAX_URL_CHARS)]
     transformations: Annotated[list[TransformationStep], Field(max_length=MAX_TRANSFORMATION_STEPS)]
     variants: (
@@ -199,9 +207,41 @@ class ImagePayload(Payload):
     @field_validator("image_url", mode="after")
     @classmethod
     def _http_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
         if not value.lower().startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
-        return _no_control_characters(value)
+        _no_control_characters(value)
+        try:
+            parts = urlsplit(value)
+            _ = parts.port  # raises on a malformed port
+        except ValueError:
+            raise ValueError("is not a valid URL") from None
+        if not parts.hostname:
+            raise ValueError("must name a host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not carry credentials")
+        return value
+
+    @field_validator("transformations", mode="after")
+    @classmethod
+    def _valid_steps(cls, value: list[TransformationStep]) -> list[TransformationStep]:
+        # Deferred: the images package owns the step language. StepError is a ValueError.
+        from .images.steps import parse_chain
+
+        parse_chain(value)
+        return value
+
+    @field_validator("variants", mode="after")
+    @classmethod
+    def _valid_variants(
+        cls, value: dict[str, list[TransformationStep]] | None
+    ) -> dict[str, list[TransformationStep]] | None:
+        from .images.steps import parse_variants
+
+        if value is not None:
+            parse_variants(value)
+        return value
 
 
 class AnalyticsPayload(Payload):

@@ -109,6 +109,60 @@ class Settings(BaseModel):
     embedded_data_dir: Path = Field(Path(".taatom-jobs"), alias="EMBEDDED_DATA_DIR")
     embedded_worker_threads: Annotated[int, Field(ge=1, le=64)] = Field(4, alias="EMBEDDED_WORKER_THREADS")
 
+    # --- image processing job ---
+    # Processed images go to a directory (file) or a MongoDB GridFS bucket (gridfs).
+    image_storage: Literal["file", "gridfs"] = Field("file", alias="IMAGE_STORAGE")
+    # Default: EMBEDDED_DATA_DIR/images.
+    image_storage_dir: Path | None = Field(None, alias="IMAGE_STORAGE_DIR")
+    # processed_url = this + the stored key; default: the directory's file:// URL
+    # (file) or gridfs://BUCKET/ (gridfs).
+    image_public_base_url: str | None = Field(None, alias="IMAGE_PUBLIC_BASE_URL")
+    image_gridfs_bucket: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = Field(
+        "images", alias="IMAGE_GRIDFS_BUCKET"
+    )
+    # Caps: bytes downloaded, and pixels (width x height) of a source and of every
+    # output; at most 80 MP, below Pillow's own bomb threshold (89.5 MP).
+    image_max_bytes: Annotated[int, Field(ge=1024, le=512 * 1024 * 1024)] = Field(
+        25 * 1024 * 1024, alias="IMAGE_MAX_BYTES"
+    )
+    image_max_pixels: Annotated[int, Field(ge=1, le=80_000_000)] = Field(60_000_000, alias="IMAGE_MAX_PIXELS")
+    # One deadline for the whole download, redirects included.
+    image_fetch_timeout_s: PositiveFloat = Field(20.0, alias="IMAGE_FETCH_TIMEOUT_S")
+    image_max_redirects: Annotated[int, Field(ge=0, le=20)] = Field(5, alias="IMAGE_MAX_REDIRECTS")
+    image_fetch_ports: str = Field("80,443", alias="IMAGE_FETCH_PORTS")
+    # Test-only: host:port pairs exempt from the address and port rules; refused in production.
+    image_fetch_allow_hosts: str = Field("", alias="IMAGE_FETCH_ALLOW_HOSTS")
+
+    @field_validator("image_public_base_url")
+    @classmethod
+    def _image_base_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://", "file://")):
+            raise ValueError("must start with http://, https:// or file://")
+        return value
+
+    @field_validator("image_fetch_ports", "image_fetch_allow_hosts")
+    @classmethod
+    def _image_fetch_lists(cls, value: str, info: Any) -> str:
+        from .images.addresses import parse_host_ports, parse_ports
+
+        parse = parse_ports if info.field_name == "image_fetch_ports" else parse_host_ports
+        parse(value)
+        return value
+
+    @model_validator(mode="after")
+    def _image_consistent(self) -> Settings:
+        if self.is_production and self.image_fetch_allow_hosts.strip():
+            raise ValueError(
+                "IMAGE_FETCH_ALLOW_HOSTS must be empty when APP_ENV=production (it is for tests only)"
+            )
+        if self.image_fetch_timeout_s >= self.image_time_limit_s:
+            raise ValueError("IMAGE_FETCH_TIMEOUT_S must be shorter than IMAGE_TIME_LIMIT_S")
+        return self
+
+    @property
+    def image_storage_path(self) -> Path:
+        return self.image_storage_dir or self.embedded_data_dir / "images"
+
     # --- policy: attempts, backoff, limits, per queue -------------------------------
     backoff_min_ms: PositiveInt = Field(2000, alias="JOBS_BACKOFF_MIN_MS")
     backoff_max_ms: PositiveInt = Field(300_000, alias="JOBS_BACKOFF_MAX_MS")

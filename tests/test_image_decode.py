@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -27,8 +26,8 @@ from tests.support.images import (
     encoded,
     gps_exif,
     heic,
+    hostile_inputs,
     jpeg,
-    jpeg_header_claiming,
     no_metadata,
     opened,
     oriented_jpeg,
@@ -165,25 +164,7 @@ def test_an_srgb_profile_changes_nothing_and_a_broken_one_counts_as_srgb() -> No
         assert rgb_at(out, (4, 4)) == (200, 100, 50)
 
 
-def _hostile() -> dict[str, bytes]:
-    noisy = Image.frombytes("RGB", (64, 64), os.urandom(64 * 64 * 3))
-    good_jpeg, good_png = jpeg(noisy), encoded(noisy, "PNG")
-    return {
-        "truncated-jpeg": good_jpeg[: len(good_jpeg) * 6 // 10],
-        "truncated-png": good_png[: len(good_png) * 6 // 10],
-        "random-bytes": os.urandom(4096),
-        "svg": b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>',
-        "html": b"<!doctype html><html><body><img src=x onerror=alert(1)></body></html>",
-        "empty": b"",
-        "jpeg-header-claiming-65000x65000": jpeg_header_claiming(65000, 65000),
-        "jpeg-header-claiming-0x0": jpeg_header_claiming(0, 0),
-        "png-signature-only": b"\x89PNG\r\n\x1a\n",
-        "gif-header-only": b"GIF89a\x10\x00\x10\x00",
-        "ftyp-without-image": b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64,
-    }
-
-
-HOSTILE = _hostile()
+HOSTILE = hostile_inputs()
 
 
 @pytest.mark.parametrize("name", list(HOSTILE))

@@ -7,6 +7,7 @@ whose colours at known places let a test check geometry by reading pixels back.
 from __future__ import annotations
 
 import io
+import os
 import socket
 import struct
 import threading
@@ -222,6 +223,25 @@ def wide_gamut_icc(description: str = "Test wide gamut (P3 primaries)") -> bytes
     )
     assert len(header) == 128
     return header + struct.pack(">I", len(tags)) + table + data
+
+
+def hostile_inputs() -> dict[str, bytes]:
+    """Files an attacker might upload instead of a photo (small; the bombs are separate)."""
+    noisy = Image.frombytes("RGB", (64, 64), os.urandom(64 * 64 * 3))
+    good_jpeg, good_png = jpeg(noisy), encoded(noisy, "PNG")
+    return {
+        "truncated-jpeg": good_jpeg[: len(good_jpeg) * 6 // 10],
+        "truncated-png": good_png[: len(good_png) * 6 // 10],
+        "random-bytes": os.urandom(4096),
+        "svg": b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>',
+        "html": b"<!doctype html><html><body><img src=x onerror=alert(1)></body></html>",
+        "empty": b"",
+        "jpeg-header-claiming-65000x65000": jpeg_header_claiming(65000, 65000),
+        "jpeg-header-claiming-0x0": jpeg_header_claiming(0, 0),
+        "png-signature-only": b"\x89PNG\r\n\x1a\n",
+        "gif-header-only": b"GIF89a\x10\x00\x10\x00",
+        "ftyp-without-image": b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64,
+    }
 
 
 def opened(data: bytes) -> Image.Image:
