@@ -90,6 +90,50 @@ def _short(result: Any, limit: int = 70) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+_demo_image_server: list[str] = []
+
+
+def demo_image_url() -> str:
+    """The demo's sample photo, served by a small HTTP server on 127.0.0.1 (started once).
+
+    Embedded mode needs no network, so the demo generates a phone-like photo (2400x1800,
+    stored sideways with EXIF orientation 6 and GPS tags) and serves it itself. The image
+    job's SSRF guard refuses loopback addresses unless IMAGE_FETCH_ALLOW_HOSTS admits
+    this server's ``127.0.0.1:port``, which the demo's settings must then carry.
+    """
+    if not _demo_image_server:
+        import io
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from PIL import Image
+
+        gradient = Image.linear_gradient("L").resize((2400, 1800))
+        photo = Image.merge("RGB", (gradient, gradient.transpose(Image.Transpose.FLIP_LEFT_RIGHT), gradient))
+        exif = Image.Exif()
+        exif[0x0112] = 6  # the phone was held upright: stored sideways
+        exif[0x8825] = {1: "N", 2: (38.0, 42.0, 7.0), 3: "W", 4: (9.0, 8.0, 21.0)}
+        buffer = io.BytesIO()
+        photo.transpose(Image.Transpose.ROTATE_90).save(buffer, "JPEG", quality=90, exif=exif.tobytes())
+        body = buffer.getvalue()
+
+        class Photo(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet: the demo prints its own table."""
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Photo)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="demo-image-server", daemon=True).start()
+        _demo_image_server.append(f"http://127.0.0.1:{server.server_address[1]}/demo/trip-photo.jpg")
+    return _demo_image_server[0]
+
+
 Sample = tuple[str, Callable[[Actors], JobActor], dict[str, Any]]
 
 
@@ -120,13 +164,36 @@ def samples() -> list[Sample]:
             {"to": "ana@@example.com", "subject": "Hi", "text": "..."},
         ),
         ("email: no recipient", lambda a: a.send_email, {"to": [], "subject": "Hi", "text": "..."}),
+        # The photo comes from a server the demo runs on 127.0.0.1 (see demo_image_url).
         (
             "image: thumbnail",
             lambda a: a.process_image,
             {
-                "image_url": "https://images.example.com/p/1.jpg",
+                "image_url": demo_image_url(),
                 "transformations": [{"width": 1080, "height": 1080, "crop": "limit"}],
             },
+        ),
+        (
+            "image: variants",
+            lambda a: a.process_image,
+            {
+                "image_url": demo_image_url(),
+                "transformations": [{"width": 1080, "height": 1080, "crop": "limit", "quality": "auto"}],
+                "variants": {
+                    "thumb": [{"width": 150, "height": 150, "crop": "thumb", "fetch_format": "auto"}],
+                    "square": [{"aspect_ratio": "1:1", "crop": "fill", "gravity": "north", "width": 600}],
+                },
+            },
+        ),
+        (
+            "image: bad step",
+            lambda a: a.process_image,
+            {"image_url": demo_image_url(), "transformations": [{"width": 300, "crop": "squash"}]},
+        ),
+        (
+            "image: metadata URL",
+            lambda a: a.process_image,
+            {"image_url": "http://169.254.169.254/latest/meta-data/", "transformations": []},
         ),
         ("image: ftp URL", lambda a: a.process_image, {"image_url": "ftp://x/1.jpg", "transformations": []}),
         # Over the sample events seeded for 2026-01-01 (see seed_mongo_samples).
