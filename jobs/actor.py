@@ -45,6 +45,7 @@ class JobActor(dramatiq.Actor):  # type: ignore[type-arg]
         label: str,
         sensitive_args: frozenset[str] = frozenset(),
         validation_context: Mapping[str, Any] | None = None,
+        max_message_bytes: int = 4 * 1024 * 1024,
         priority: int = 0,
         options: dict[str, Any] | None = None,
     ) -> None:
@@ -52,6 +53,7 @@ class JobActor(dramatiq.Actor):  # type: ignore[type-arg]
         self.label = label
         self.sensitive_args = sensitive_args
         self.validation_context = dict(validation_context or {})
+        self.max_message_bytes = max_message_bytes
         self.job_fn = fn
         super().__init__(
             self._run,
@@ -71,7 +73,13 @@ class JobActor(dramatiq.Actor):  # type: ignore[type-arg]
         if args:
             raise JobError(VAL_2001, f"{self.actor_name} takes keyword arguments only")
         payload = self.parse(kwargs or {})
-        return super().message_with_options(kwargs=payload.to_kwargs(), **options)
+        message: Message[JobResult] = super().message_with_options(kwargs=payload.to_kwargs(), **options)
+        size = len(message.encode())
+        if size > self.max_message_bytes:
+            raise JobError(
+                VAL_2001, f"message is {size} bytes; at most {self.max_message_bytes} are accepted"
+            )
+        return message
 
     def _run(self, *args: Any, **kwargs: Any) -> None:
         if args:

@@ -61,6 +61,7 @@ def declare_actors(broker: Broker, settings: Settings, runtime: Runtime) -> Acto
             label=label,
             sensitive_args=sensitive,
             validation_context={"cleanup_min_older_than_days": settings.cleanup_min_older_than_days},
+            max_message_bytes=settings.max_message_bytes,
         )
 
     return Actors(

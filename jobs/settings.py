@@ -198,6 +198,8 @@ class Settings(BaseModel):
     )
     job_state_ttl_s: PositiveInt = Field(7 * 86_400, alias="JOB_STATE_TTL_S")
     unique_ttl_s: PositiveInt = Field(86_400, alias="UNIQUE_TTL_S")
+    # Largest encoded message send() accepts (VAL_2001 beyond it).
+    max_message_bytes: Annotated[int, Field(ge=1024)] = Field(4 * 1024 * 1024, alias="JOBS_MAX_MESSAGE_BYTES")
 
     # --- analytics and cleanup jobs ---
     # Collection names (DESIGN.md, "MongoDB collections"); four different collections.

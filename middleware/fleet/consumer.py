@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 from dramatiq.broker import Consumer, MessageProxy
@@ -27,6 +27,7 @@ from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
 from .. import keys
+from ..errors import VAL_2003
 
 if TYPE_CHECKING:
     from . import FleetBroker
@@ -34,6 +35,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger("middleware.fleet")
 
 _REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+
+
+def _stamp(message: Message[Any], code: str, error: str) -> None:
+    message.options.update(error_code=code, error=error, attempts=0, failed_at=int(time.time() * 1000))
+
+
 REDIS_TIMEOUT_SLACK_S = 0.1
 
 
@@ -100,13 +107,18 @@ class FleetConsumer(Consumer):
                     try:
                         message = Message.decode(data)
                     except Exception:
-                        # Undecodable data must not stop the queue: dead-letter it.
-                        logger.error(
-                            "Undecodable message %s on queue %s: dead-lettered.", redis_id, self.queue_name
-                        )
-                        self.broker.fleet.nack(self.queue_name, redis_id)
-                        self._settle(redis_id)
+                        self._dead_letter_undecodable(redis_id, data)
                         continue
+                    # The id it was fetched under is the truth (a message written by
+                    # something else may lack or misstate it): ack and nack use it.
+                    message.options["redis_message_id"] = redis_id
+                    if message.actor_name not in self.broker.actors:
+                        # Dramatiq dead-letters it (ActorNotFound); say why on the dead letter.
+                        _stamp(
+                            message,
+                            VAL_2003.code,
+                            f"no actor named {message.actor_name!r} in this deployment",
+                        )
                     eta = message.options.get("eta")
                     if isinstance(eta, int | float):
                         with self._lock:
@@ -132,6 +144,26 @@ class FleetConsumer(Consumer):
                 return None
         except _REDIS_DOWN as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+
+    def _dead_letter_undecodable(self, redis_id: str, data: bytes) -> None:
+        """Dead-letter undecodable data as a readable stand-in (never a copy: it may hold secrets)."""
+        logger.error(
+            "Undecodable message %s on queue %s: dead-lettered with VAL_2003.", redis_id, self.queue_name
+        )
+        stand_in: Message[Any] = Message(
+            queue_name=keys.canonical(self.queue_name),
+            actor_name="<undecodable>",
+            args=(),
+            kwargs={},
+            options={"redis_message_id": redis_id},
+            message_id=redis_id,
+        )
+        _stamp(stand_in, VAL_2003.code, f"message could not be decoded ({len(data)} bytes)")
+        self.broker.client.hset(
+            keys.messages(self.broker.namespace, self.queue_name), redis_id, stand_in.encode()
+        )
+        self.broker.fleet.nack(self.queue_name, redis_id)
+        self._settle(redis_id)
 
     def _wait_for_work(self) -> None:
         with self._lock:
