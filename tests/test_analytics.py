@@ -481,3 +481,6 @@ def test_database_outage_is_srv_6002_retried_then_both_jobs_succeed(
         assert client["outage"]["analytics_hourly"].count_documents({}) == 2
     finally:
         client.close()
+        # Before the daemon's teardown: it stops in 0.05 s with no client
+        # connected, and takes seconds to give up on connected ones.
+        stack.runtime.close()

@@ -7,6 +7,11 @@ fresh ``updated_at``, then the chunk's documents older than that stamp —
 buckets or types that no longer have events — are deleted. Merging before
 deleting means readers never see a chunk emptied; a crash in between leaves
 stale rows that the next run of the range removes.
+
+Two runs over the same days at the same moment (the queue runs two jobs at
+once) can interleave so that one deletes rows the other has just rewritten
+with an older stamp; the range's next run restores them. The scheduler's
+unique keys keep its own windows from overlapping like that.
 """
 
 from __future__ import annotations
