@@ -33,5 +33,11 @@ lint: install
 
 check: lint test
 
+# The whole benchmark suite (raw Dramatiq, Celery, our stack; per-job benchmarks);
+# regenerates BENCHMARKS.md. Needs redis-server on PATH.
+bench: install
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	$(BIN)/python -m bench all
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .taatom-jobs *.egg-info
