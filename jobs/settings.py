@@ -71,6 +71,54 @@ class Settings(BaseModel):
     # reads (result waits, wake-ups) short; ours is explicit and longer.
     redis_socket_timeout_s: PositiveFloat = Field(30.0, alias="REDIS_SOCKET_TIMEOUT_S")
 
+    # --- Redis Sentinel ---
+    # host:port of each Sentinel, comma-separated. When set, the master is the
+    # one these Sentinels name (REDIS_URL, REDIS_HOST and REDIS_PORT are not
+    # used) and every client follows a failover; REDIS_PASSWORD and REDIS_DB
+    # still apply to the master.
+    redis_sentinels: str = Field("", alias="REDIS_SENTINELS")
+    redis_sentinel_master: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$")] = Field(
+        "mymaster", alias="REDIS_SENTINEL_MASTER"
+    )
+    # Password of the Sentinels themselves (their requirepass), if they have one.
+    redis_sentinel_password: SecretStr | None = Field(None, alias="REDIS_SENTINEL_PASSWORD")
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_list(cls, value: str) -> str:
+        cls.parse_sentinels(value)
+        return value
+
+    @model_validator(mode="after")
+    def _sentinel_or_url(self) -> Settings:
+        if self.redis_sentinel_addresses and self.redis_url is not None:
+            raise ValueError(
+                "REDIS_URL and REDIS_SENTINELS exclude each other: with Sentinel the master's address "
+                "comes from the Sentinels (set REDIS_PASSWORD and REDIS_DB for the master)"
+            )
+        return self
+
+    @staticmethod
+    def parse_sentinels(value: str) -> list[tuple[str, int]]:
+        """``"h1:26379, [::1]:26380"`` -> ``[("h1", 26379), ("::1", 26380)]``.
+
+        Raises ValueError naming the first entry that is not host:port.
+        """
+        addresses: list[tuple[str, int]] = []
+        for entry in (part.strip() for part in value.split(",")):
+            if not entry:
+                continue
+            host, _, port = entry.rpartition(":")
+            host = host.removeprefix("[").removesuffix("]")
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError(f"{entry!r} is not host:port (e.g. 10.0.0.5:26379)")
+            addresses.append((host, int(port)))
+        return addresses
+
+    @property
+    def redis_sentinel_addresses(self) -> list[tuple[str, int]]:
+        return self.parse_sentinels(self.redis_sentinels)
+
     # --- MongoDB ---------------------------------------------------------------
     mongo_url: SecretStr | None = Field(None, alias="MONGO_URL")
     mongo_db: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,63}$")] = Field("taatom", alias="MONGO_DB")
@@ -459,6 +507,7 @@ _SECRET_FIELDS = {
     for name in (
         "REDIS_URL",
         "REDIS_PASSWORD",
+        "REDIS_SENTINEL_PASSWORD",
         "MONGO_URL",
         "SMTP_PASSWORD",
         "DASHBOARD_PASSWORD",

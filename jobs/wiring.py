@@ -31,13 +31,44 @@ from .settings import QUEUES, Settings
 
 
 def redis_client(settings: Settings) -> redis.Redis:
-    """A client for the configured Redis (TLS with rediss://), with explicit timeouts."""
-    return redis.Redis.from_url(
-        settings.redis_connection_url(),
-        socket_timeout=settings.redis_socket_timeout_s,
-        socket_connect_timeout=5,
-        health_check_interval=30,
+    """A client for the configured Redis (TLS with rediss://), with explicit timeouts.
+
+    With ``REDIS_SENTINELS`` it is a client of the master the Sentinels name.
+    Every new connection asks them where the master is, so after a failover
+    the next command reaches the promoted replica; a command caught on the old
+    master fails once with ``redis.ConnectionError``, which the broker, the
+    keeper and the scheduler already treat as transient.
+    """
+    timeouts: dict[str, Any] = {
+        "socket_timeout": settings.redis_socket_timeout_s,
+        "socket_connect_timeout": 5,
+        "health_check_interval": 30,
+    }
+    sentinels = settings.redis_sentinel_addresses
+    if not sentinels:
+        return redis.Redis.from_url(settings.redis_connection_url(), **timeouts)
+    from redis.sentinel import Sentinel
+
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinels,
+        # Sentinels answer at once or not at all: a short timeout moves on to the next one.
+        sentinel_kwargs={
+            "password": (
+                settings.redis_sentinel_password.get_secret_value()
+                if settings.redis_sentinel_password is not None
+                else None
+            ),
+            "socket_timeout": 2,
+            "socket_connect_timeout": 2,
+        },
     )
+    master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        settings.redis_sentinel_master,
+        password=settings.redis_password.get_secret_value() if settings.redis_password else None,
+        db=settings.redis_db,
+        **timeouts,
+    )
+    return master
 
 
 def embedded_redis_client() -> redis.Redis:
@@ -90,6 +121,7 @@ def register_settings_secrets(settings: Settings) -> None:
     """Teach the sanitizer the literal secrets of this configuration."""
     for value in (
         settings.redis_password,
+        settings.redis_sentinel_password,
         settings.smtp_password,
         settings.dashboard_password,
         settings.dashboard_token,
