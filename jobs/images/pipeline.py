@@ -25,6 +25,11 @@ from .transform import Plan, plan
 # Pillow's resize first box-averages by an integer factor, leaving at least this ratio
 # for the Lanczos pass: 3.0 is visually indistinguishable from a full Lanczos.
 REDUCING_GAP: Final = 3.0
+# Filters: Lanczos for enlarging and for large reductions; bicubic for a reduction under
+# 2x, the usual case after a DCT-scaled JPEG decode, whose 1/2-1/4-1/8 scaling has already
+# low-passed the image. Measured on a 12 MP photo to 1080 (bench/results/image.md): 30%
+# faster than Lanczos there, luma SSIM 0.98+ against Pillow's full-resolution thumbnail.
+SMALL_REDUCTION_FILTER = Image.Resampling.BICUBIC
 # A reduced JPEG decode keeps at least this much more resolution than the output needs,
 # so the final Lanczos pass always has pixels to work with (a DCT scale alone is a box filter).
 DRAFT_MARGIN: Final = 1.5
@@ -111,12 +116,18 @@ def apply(image: Image.Image, step_plan: Plan, size: Size) -> Image.Image:
         ):
             image = image.crop((int(left), int(top), int(right), int(bottom)))
         else:
-            image = image.resize(step_plan.size, Image.Resampling.LANCZOS, box=box, reducing_gap=REDUCING_GAP)
+            resample = _filter(box, step_plan.size)
+            image = image.resize(step_plan.size, resample, box=box, reducing_gap=REDUCING_GAP)
     if step_plan.canvas is not None:
         image = _pad(image, step_plan.canvas, step_plan.offset, step_plan.background)
     if step_plan.angle is not None:
         image = _rotate(image, step_plan.angle, step_plan.fill)
     return image
+
+
+def _filter(box: tuple[float, float, float, float], size: Size) -> Image.Resampling:
+    reduction = min((box[2] - box[0]) / size[0], (box[3] - box[1]) / size[1])
+    return SMALL_REDUCTION_FILTER if 1 < reduction <= 2 else Image.Resampling.LANCZOS
 
 
 def _pad(image: Image.Image, canvas: Size, offset: Size, background: RGBA) -> Image.Image:
