@@ -14,6 +14,7 @@ import asyncio
 import email
 import email.message
 import email.policy
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -180,3 +181,32 @@ class StackFactory:
             thread.start()
         for thread in threads:
             thread.join(timeout=30)
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[tuple[int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((record.levelno, record.getMessage()))
+
+
+@contextmanager
+def email_log_lines() -> Iterator[list[tuple[int, str]]]:
+    """``(level, message)`` of every ``jobs.email`` record, as the job wrote it.
+
+    The handler sits on the ``jobs.email`` logger itself, so it sees each
+    record before any root handler's sanitizing filter rewrites it in place:
+    the tests check what the job writes, not what the sanitizer saves.
+    """
+    logger = logging.getLogger("jobs.email")
+    capture = _Capture()
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(capture)
+    try:
+        yield capture.lines
+    finally:
+        logger.removeHandler(capture)
+        logger.setLevel(level)
