@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dramatiq
 
+from middleware.job_state import report_progress
+
 from .actors import declare_actors
 from .api import JobsAPI
 from .runtime import Runtime
@@ -44,6 +46,7 @@ __all__ = [
     "cleanup",
     "pause",
     "process_image",
+    "report_progress",
     "result",
     "resume",
     "runtime",

@@ -35,7 +35,7 @@ def build_formatter(settings: Settings) -> logging.Formatter:
         return JsonFormatter(
             "%(asctime)s %(levelname)s %(name)s %(message)s",
             rename_fields={"levelname": "level", "name": "logger"},
-            reserved_attrs=[*RESERVED_ATTRS, "short_level", "_taatom_sanitized"],
+            reserved_attrs=[*RESERVED_ATTRS, "short_level", "_taatom_sanitized", "_taatom_masked"],
         )
     return TextFormatter()
 

@@ -18,6 +18,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,13 +32,14 @@ from dramatiq.worker import ConsumerThread, WorkerThread
 
 from . import deferred, keys, metrics
 from .errors import JobError
+from .job_logs import MAX_LINES, start_capture, take_lines
 from .job_result import take_job_result
-from .sanitize import redact
+from .sanitize import redact, redact_text
 from .scripts import LuaScript, execute
 from .secrets_scope import sensitive_args_of
 
 FINAL_STATES = frozenset({"succeeded", "failed", "dead", "skipped"})
-_TIMESTAMPS = ("enqueued_at", "started_at", "finished_at", "retry_at", "updated_at")
+_TIMESTAMPS = ("enqueued_at", "started_at", "finished_at", "retry_at", "updated_at", "progress_at")
 MAX_RESULT_BYTES = 64 * 1024
 STATE = LuaScript.from_file(Path(__file__).parent / "job_state.lua")
 
@@ -55,6 +57,10 @@ _PHASE = {
 }
 
 _started: ContextVar[float | None] = ContextVar("taatom_state_started", default=None)
+# The running job, for report_progress(): (its JobState, broker, message).
+_running: ContextVar[tuple[JobState, Broker, MessageProxy] | None] = ContextVar(
+    "taatom_running_job", default=None
+)
 logger = logging.getLogger("middleware.job_state")
 
 
@@ -78,10 +84,16 @@ class StateWriter(threading.Thread):
     def __init__(self, client: redis.Redis) -> None:
         super().__init__(name="taatom-job-state", daemon=True)
         self.client = client
-        self.pending: queue.SimpleQueue[tuple[list[str], list[Any]] | threading.Event] = queue.SimpleQueue()
+        self.pending: queue.SimpleQueue[Transition | Callable[[Any], None] | threading.Event] = (
+            queue.SimpleQueue()
+        )
 
     def submit(self, keys_: list[str], args: list[Any]) -> None:
         self.pending.put((keys_, args))
+
+    def submit_commands(self, write: Callable[[Any], None]) -> None:
+        """Other writes of the job (its log lines), kept in order with its transitions."""
+        self.pending.put(write)
 
     def flush(self, timeout_s: float = 5.0) -> bool:
         done = threading.Event()
@@ -101,20 +113,33 @@ class StateWriter(threading.Thread):
                 if isinstance(item, threading.Event):
                     item.set()
 
-    def _write(self, transitions: list[tuple[list[str], list[Any]]]) -> None:
-        if not transitions:
+    def _write(self, items: list[Transition | Callable[[Any], None]]) -> None:
+        if not items:
             return
         pipe = self.client.pipeline(transaction=False)
-        for keys_, args in coalesce(transitions):
-            STATE.queue(pipe, keys_, args)
+        run: list[Transition] = []
+        # Submission order is kept: a job's log lines land before its final
+        # state (which wakes result() waiters); only runs of transitions merge.
+        for item in [*items, None]:
+            if isinstance(item, tuple):
+                run.append(item)
+                continue
+            for keys_, args in coalesce(run):
+                STATE.queue(pipe, keys_, args)
+            run = []
+            if item is not None:
+                item(pipe)
         try:
             execute(pipe, self.client, [STATE])
         except redis.RedisError as exc:
             # Job state is a view for people; the jobs themselves are safe.
-            logger.warning("Lost %d job-state writes: %s", len(transitions), type(exc).__name__)
+            logger.warning("Lost %d job-state writes: %s", len(items), type(exc).__name__)
 
 
-def coalesce(transitions: list[tuple[list[str], list[Any]]]) -> list[tuple[list[str], list[Any]]]:
+Transition = tuple[list[str], list[Any]]
+
+
+def coalesce(transitions: list[Transition]) -> list[Transition]:
     """Merge a job's consecutive transitions of one batch into one call (a short job's
     ``running`` and its outcome), keeping every history entry; calls that count an
     outcome are never merged with each other, so no count is lost."""
@@ -246,8 +271,23 @@ class JobState(Middleware):
             # The app's send(): written in the same round trip as the message, before it.
             deferred.defer(message.options["redis_message_id"], lambda pipe: STATE.queue(pipe, *transition))
 
+    def progress(self, broker: Broker, message: MessageProxy, percent: float, note: str | None) -> None:
+        keys_, args = self._transition(
+            broker,
+            message,
+            "running",
+            progress=round(percent, 1),
+            progress_note=redact_text(note)[:200] if note else "",
+            progress_at=_now_ms(),
+        )
+        args[10] = 0  # no history entry for a progress report
+        del args[11]
+        self._submit(broker, (keys_, args))
+
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        _running.set((self, broker, message))
         _started.set(time.perf_counter())
+        start_capture()
         self._submit(
             broker,
             self._transition(
@@ -267,6 +307,8 @@ class JobState(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
+        _running.set(None)
+        self._store_lines(broker, message)
         if exception is None:
             result = take_job_result() if result is None else result
             sensitive = sensitive_args_of(broker, message.actor_name)
@@ -320,7 +362,23 @@ class JobState(Middleware):
             ),
         )
 
+    def _store_lines(self, broker: Broker, message: MessageProxy) -> None:
+        lines = take_lines()
+        if not lines:
+            return
+        key = keys.job_logs(broker.namespace, message.message_id)  # type: ignore[attr-defined]
+        ttl = self.ttl_s
+
+        def write(pipe: Any) -> None:
+            pipe.rpush(key, *lines)
+            pipe.ltrim(key, -MAX_LINES, -1)
+            pipe.expire(key, ttl)
+
+        self._writer_for(broker).submit_commands(write)
+
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        _running.set(None)
+        take_lines()
         self._submit(broker, self._transition(broker, message, "skipped", done=True, finished_at=_now_ms()))
 
     def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
@@ -341,6 +399,20 @@ def _bounded_result(result: Any) -> str:
     if len(text) > MAX_RESULT_BYTES:
         return json.dumps({"truncated": True, "bytes": len(text)})
     return text
+
+
+def report_progress(percent: float, note: str | None = None) -> None:
+    """Record how far the running job is (0-100) and an optional note; shown by status() and the dashboard.
+
+    Call it from inside a job. Reports are written in order with the job's
+    other transitions and cost the job no round trip; outside a job (or in a
+    stack without job state) it does nothing.
+    """
+    running = _running.get()
+    if running is None:
+        return
+    state, broker, message = running
+    state.progress(broker, message, max(0.0, min(100.0, float(percent))), note)
 
 
 class JobNotFound(LookupError):
@@ -375,7 +447,8 @@ class JobStateReader:
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(keys.job(ns, message_id))
         pipe.lrange(keys.job_history(ns, message_id), 0, -1)
-        raw, history = pipe.execute()
+        pipe.lrange(keys.job_logs(ns, message_id), 0, -1)
+        raw, history, lines = pipe.execute()
         if not raw:
             return None
         fields = {k.decode(): v.decode() for k, v in raw.items()}
@@ -388,6 +461,9 @@ class JobStateReader:
             "error_code": fields.get("error_code") or None,
             "error": fields.get("error") or None,
             "result": json.loads(fields["result"]) if fields.get("result") else None,
+            "progress": float(fields["progress"]) if fields.get("progress") else None,
+            "progress_note": fields.get("progress_note") or None,
+            "logs": [line.decode("utf-8", "replace") for line in lines],
             "redis_id": fields.get("redis_id"),
             "history": [
                 {"state": e["state"], "at": _datetime(e["at"])} for e in (json.loads(h) for h in history)

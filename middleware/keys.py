@@ -64,6 +64,11 @@ def job_history(ns: str, message_id: str) -> str:
     return f"{ns}:job:{message_id}:history"
 
 
+def job_logs(ns: str, message_id: str) -> str:
+    """List of the log lines a job emitted (sanitized, capped)."""
+    return f"{ns}:job:{message_id}:logs"
+
+
 def job_done(ns: str, message_id: str) -> str:
     """List pushed to when a job reaches a final state: what result() blocks on."""
     return f"{ns}:job:{message_id}:done"

@@ -52,7 +52,12 @@ class SanitizingFilter(logging.Filter):
 
     def _sanitize(self, record: logging.LogRecord) -> None:
         if getattr(record, "_taatom_sanitized", False):
-            return  # a record reaches one filter per handler; do the work once
+            # A record reaches one filter per handler: redact once, but mask
+            # addresses if this handler wants it and an earlier one did not.
+            if self.mask_emails and not getattr(record, "_taatom_masked", False):
+                record.msg = redact_text(str(record.msg), mask_emails=True)
+                record._taatom_masked = True
+            return
         if record.args:
             args = record.args if isinstance(record.args, tuple) else (record.args,)
             record.args = tuple(
@@ -74,6 +79,7 @@ class SanitizingFilter(logging.Filter):
             if key not in _STANDARD_ATTRS and isinstance(value, str):
                 record.__dict__[key] = redact_text(value, mask_emails=self.mask_emails)
         record._taatom_sanitized = True
+        record._taatom_masked = self.mask_emails
 
 
 # Loggers whose records carry message arguments. A filter on the logger

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from datetime import UTC
 
@@ -143,3 +144,51 @@ def test_coalesce_merges_a_jobs_transitions_without_losing_history_or_counts() -
     assert (b[2], b[5], b[10]) == ("running", "probe|email|retried|SRV_6003", 1)
     # ...and two counted calls are never merged, so no count is lost
     assert merged[2][1][5] == "probe|email|failed|SRV_6003"
+
+
+def test_progress_and_job_log_lines_are_kept_with_the_job(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)  # as LOG_LEVEL=INFO does in a deployment
+    secret = "log-canary-31337"
+    job = (
+        declare_probe(stack.broker)
+        .send(key="p", progress_steps=4, log_lines=3, password=secret, sleep_ms=400)
+        .message_id
+    )
+    # progress is visible while the job runs...
+    assert wait_until(lambda: ((stack.api.status(job) or {}).get("progress") or 0) >= 50, timeout=10)
+    running = stack.api.status(job)
+    assert (
+        running is not None and running["state"] == "running" and running["progress_note"].startswith("step")
+    )
+    stack.api.result(job, timeout=10)
+    status = stack.api.status(job)
+    assert status is not None
+    assert (status["progress"], status["progress_note"]) == (100.0, "step 4 of 4")
+    # progress reports add no history entries
+    assert [h["state"] for h in status["history"]] == ["queued", "running", "succeeded"]
+    lines = status["logs"]
+    assert [line.split("] ", 1)[1].split(" password=")[0] for line in lines[:3]] == [
+        "jobs.probe: probe p line 1 of 3",
+        "jobs.probe: probe p line 2 of 3",
+        "jobs.probe: probe p line 3 of 3",
+    ]
+    assert "Probe job" in lines[-1] and "succeeded" in lines[-1]  # its outcome line is part of its log
+    assert secret not in json.dumps(status, default=str)
+
+
+def test_job_log_lines_are_capped(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    from middleware.job_logs import MAX_LINES
+
+    caplog.set_level(logging.INFO)
+    job = declare_probe(stack.broker).send(key="chatty", log_lines=MAX_LINES + 50).message_id
+    stack.api.result(job, timeout=10)
+    lines = stack.api.status(job)["logs"]  # type: ignore[index]
+    assert len(lines) == MAX_LINES and "not kept" in lines[-1]
+
+
+def test_report_progress_outside_a_job_does_nothing() -> None:
+    from middleware.job_state import report_progress
+
+    report_progress(50, "nobody is listening")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from typing import Annotated, Any
@@ -14,6 +15,7 @@ from jobs.actor import JobActor
 from jobs.payloads import Payload
 from middleware.errors import JobError
 from middleware.fleet import FleetBroker
+from middleware.job_state import report_progress
 
 # probe actor name per queue
 PROBES = {
@@ -38,6 +40,9 @@ class ProbePayload(Payload):
     sleep_ms: StrictInt = 0
     sleep_first_run_only: StrictBool = False
     result_size: StrictInt = 0
+    # Report progress in this many steps, logging a line each (the last report waits for `hold_key`).
+    progress_steps: StrictInt = 0
+    log_lines: StrictInt = 0
 
 
 def probe_keys(namespace: str, key: str) -> tuple[str, str]:
@@ -65,6 +70,13 @@ def declare_probe(broker: FleetBroker, queue: str = "email", actor_name: str | N
         entry = {"pid": os.getpid(), "at": start, "value": p.value, "attempt": attempt}
         broker.client.rpush(log_key, json.dumps(entry))
         try:
+            for i in range(p.log_lines):
+                logging.getLogger("jobs.probe").info(
+                    "probe %s line %d of %d password=%s", p.key, i + 1, p.log_lines, p.password
+                )
+            for step in range(1, p.progress_steps + 1):
+                report_progress(100 * step / p.progress_steps, f"step {step} of {p.progress_steps}")
+                _work(50)
             if p.sleep_ms and (runs == 1 or not p.sleep_first_run_only):
                 _work(p.sleep_ms)
             if runs <= p.fail_times:
