@@ -9,6 +9,7 @@ import dramatiq
 from dramatiq.broker import Broker
 from dramatiq.message import Message
 
+from middleware import keys
 from middleware.errors import VAL_2001, JobError
 from middleware.job_result import set_job_result
 
@@ -72,14 +73,28 @@ class JobActor(dramatiq.Actor):  # type: ignore[type-arg]
     ) -> Message[JobResult]:
         if args:
             raise JobError(VAL_2001, f"{self.actor_name} takes keyword arguments only")
-        payload = self.parse(kwargs or {})
+        kwargs = dict(kwargs or {})
+        lane = self._lane(kwargs.pop("priority", "normal"))
+        payload = self.parse(kwargs)
         message: Message[JobResult] = super().message_with_options(kwargs=payload.to_kwargs(), **options)
+        if lane != self.queue_name:
+            message = message.copy(queue_name=lane)
         size = len(message.encode())
         if size > self.max_message_bytes:
             raise JobError(
                 VAL_2001, f"message is {size} bytes; at most {self.max_message_bytes} are accepted"
             )
         return message
+
+    def _lane(self, priority: object) -> str:
+        """``priority="high"`` sends to the queue's high lane, consumed before its backlog."""
+        if priority == "normal":
+            return self.queue_name
+        if priority != "high":
+            raise JobError(VAL_2001, f"priority must be 'high' or 'normal', not {priority!r}")
+        if self.queue_name not in getattr(self.broker, "high_lanes", ()):
+            raise JobError(VAL_2001, f"queue {self.queue_name!r} has no high-priority lane")
+        return str(keys.high_lane(self.queue_name))
 
     def _run(self, *args: Any, **kwargs: Any) -> None:
         if args:

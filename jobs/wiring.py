@@ -154,6 +154,8 @@ def build_broker(settings: Settings, *, client: redis.Redis | None = None) -> Fl
         middleware=middleware,
         caps={q: settings.queue_policy(q).concurrency for q in QUEUES},
         heartbeat_timeout=settings.worker_heartbeat_timeout_ms,
+        # OTP and password-reset e-mails must not wait behind notifications.
+        high_lanes=frozenset({"email"}),
         **options,
     )
     strip_integration_middleware(broker)

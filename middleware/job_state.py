@@ -203,7 +203,7 @@ class JobState(Middleware):
     ) -> tuple[list[str], list[Any]]:
         ns = broker.namespace  # type: ignore[attr-defined]
         now = _now_ms()
-        queue_name = keys.canonical(message.queue_name)
+        queue_name = keys.group(message.queue_name)
         counter = minute_field = bucket = ""
         duration = 0.0
         if outcome is not None:
@@ -255,7 +255,8 @@ class JobState(Middleware):
             broker,
             message,
             state,
-            queue=keys.canonical(message.queue_name),
+            queue=keys.group(message.queue_name),
+            lane="high" if keys.canonical(message.queue_name).endswith(keys.HIGH_LANE) else None,
             actor=message.actor_name,
             # where the stored message is, for operators' job pages
             redis_id=message.options.get("redis_message_id"),

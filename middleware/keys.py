@@ -17,11 +17,11 @@ def messages(ns: str, name: str) -> str:
 
 
 def dead_letters(ns: str, name: str) -> str:
-    return f"{ns}:{canonical(name)}.XQ"
+    return f"{ns}:{group(name)}.XQ"
 
 
 def dead_letter_messages(ns: str, name: str) -> str:
-    return f"{ns}:{canonical(name)}.XQ.msgs"
+    return f"{ns}:{group(name)}.XQ.msgs"
 
 
 def delayed(name: str) -> str:
@@ -30,6 +30,19 @@ def delayed(name: str) -> str:
 
 def canonical(name: str) -> str:
     return name.removesuffix(".DQ").removesuffix(".XQ")
+
+
+HIGH_LANE = ".HI"
+
+
+def high_lane(name: str) -> str:
+    """The high-priority lane of a queue: consumed first, sharing the queue's slots and dead letters."""
+    return f"{group(name)}{HIGH_LANE}"
+
+
+def group(name: str) -> str:
+    """The queue a lane belongs to: slots, dead letters and job state are kept per group."""
+    return canonical(name).removesuffix(HIGH_LANE)
 
 
 def acks(ns: str, worker_id: str, name: str) -> str:
@@ -42,7 +55,7 @@ def heartbeats(ns: str) -> str:
 
 def slots(ns: str, name: str) -> str:
     """Sorted set of concurrency leases: redis message id -> lease expiry (ms)."""
-    return f"{ns}:slots:{canonical(name)}"
+    return f"{ns}:slots:{group(name)}"
 
 
 def wake(ns: str, name: str) -> str:

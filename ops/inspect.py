@@ -88,6 +88,7 @@ class Inspector:
         pipe = self.client.pipeline(transaction=False)
         for q in self.queues:
             pipe.llen(keys.queue(self.ns, q))
+            pipe.llen(keys.queue(self.ns, keys.high_lane(q)))
             pipe.hlen(keys.messages(self.ns, keys.delayed(q)))
             pipe.zcount(keys.slots(self.ns, q), now_ms, "+inf")
             pipe.zcard(keys.dead_letters(self.ns, q))
@@ -95,18 +96,19 @@ class Inspector:
         for key in minute_keys:
             pipe.hgetall(key)
         replies = pipe.execute()
-        paused = {p.decode() for p in replies[4 * len(self.queues)]}
+        per_queue = 5
+        paused = {p.decode() for p in replies[per_queue * len(self.queues)]}
         hour: dict[tuple[str, str], int] = {}
-        for raw in replies[4 * len(self.queues) + 1 :]:
+        for raw in replies[per_queue * len(self.queues) + 1 :]:
             for k, v in metrics.parse_minute(raw).items():
                 hour[k] = hour.get(k, 0) + v
         rows = []
         for i, q in enumerate(self.queues):
-            waiting, delayed, running, dead = replies[4 * i : 4 * i + 4]
+            waiting, waiting_high, delayed, running, dead = replies[per_queue * i : per_queue * i + per_queue]
             rows.append(
                 QueueOverview(
                     name=q,
-                    waiting=int(waiting),
+                    waiting=int(waiting) + int(waiting_high),
                     delayed=int(delayed),
                     running=int(running),
                     cap=self.broker.caps.get(q),

@@ -39,6 +39,8 @@ class FleetBroker(RedisBroker):
     heartbeat_timeout: ms without a heartbeat after which a worker is dead.
     lease_ms: how long a concurrency lease lives unless renewed (default: heartbeat_timeout).
     idle_wait_ms: longest an idle consumer blocks on its wake list before fetching anyway.
+    high_lanes: queues that get a high-priority lane (``{queue}.HI``), sharing their
+      slots and dead letters; the normal lane fetches nothing while the high one has waiting messages.
     """
 
     def __init__(
@@ -48,12 +50,17 @@ class FleetBroker(RedisBroker):
         heartbeat_timeout: int,
         lease_ms: int | None = None,
         idle_wait_ms: int = 2000,
+        high_lanes: frozenset[str] = frozenset(),
         **kwargs: Any,
     ) -> None:
         super().__init__(heartbeat_timeout=heartbeat_timeout, **kwargs)  # type: ignore[no-untyped-call]
         self.caps = dict(caps)
         self.lease_ms = lease_ms or heartbeat_timeout
         self.idle_wait_ms = idle_wait_ms
+        # Queues with a high-priority lane ("email" -> "email.HI"), consumed first.
+        self.high_lanes = frozenset(high_lanes)
+        for queue_name in sorted(self.high_lanes):
+            self.declare_queue(keys.high_lane(queue_name))
         self.fleet = FleetScript(self.client, self.namespace, self.broker_id)
         self._consumers: weakref.WeakSet[FleetConsumer] = weakref.WeakSet()
         self._keeper: Keeper | None = None
@@ -94,6 +101,19 @@ class FleetBroker(RedisBroker):
         for write in deferred.take(redis_id):  # the message's job state, written with it
             write(pipe)
         execute(pipe, self.client, [DISPATCH, *deferred_scripts()])
+
+    def high_lane_of(self, queue_name: str) -> str:
+        """The lane ``queue_name`` yields to ("" if none): only a normal lane with a high twin."""
+        if queue_name in self.high_lanes:
+            return keys.high_lane(queue_name)
+        return ""
+
+    def partner_lane(self, queue_name: str) -> str:
+        """The other lane of a laned queue, woken when a shared slot frees ("" if none)."""
+        group = keys.group(queue_name)
+        if group not in self.high_lanes or keys.canonical(queue_name) != queue_name:
+            return ""
+        return keys.high_lane(group) if queue_name == group else group
 
     def held_messages(self) -> list[tuple[str, str]]:
         return [pair for consumer in list(self._consumers) for pair in consumer.held()]

@@ -50,7 +50,11 @@ class FleetConsumer(Consumer):
         self.queue_name = queue_name
         self.prefetch = prefetch
         self.timeout = timeout
-        self.cap = broker.caps.get(queue_name, 0)
+        lane_of = keys.canonical(queue_name)
+        # Only live queues are capped; their delayed twins just move messages along.
+        self.cap = broker.caps.get(keys.group(queue_name), 0) if lane_of == queue_name else 0
+        self.yield_to = broker.high_lane_of(queue_name)
+        self.partner = broker.partner_lane(queue_name)
         self._cache: deque[tuple[str, bytes]] = deque()
         self._held: set[str] = set()
         self._due: dict[str, int] = {}  # redis id -> eta (ms), delayed messages held
@@ -80,7 +84,7 @@ class FleetConsumer(Consumer):
     def ack(self, message: MessageProxy) -> None:
         redis_id = message.options["redis_message_id"]
         try:
-            self.broker.fleet.ack(self.queue_name, redis_id)
+            self.broker.fleet.ack(self.queue_name, redis_id, self.partner)
         except _REDIS_DOWN as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
         self._settle(redis_id)
@@ -88,7 +92,7 @@ class FleetConsumer(Consumer):
     def nack(self, message: MessageProxy) -> None:
         redis_id = message.options["redis_message_id"]
         try:
-            self.broker.fleet.nack(self.queue_name, redis_id)
+            self.broker.fleet.nack(self.queue_name, redis_id, self.partner)
         except _REDIS_DOWN as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
         self._settle(redis_id)
@@ -132,7 +136,9 @@ class FleetConsumer(Consumer):
                     self._settled.wait(self.timeout / 1000)
                     self._settled.clear()
                     return None
-                fetched = self.broker.fleet.fetch(self.queue_name, free, self.cap, self.broker.lease_ms)
+                fetched = self.broker.fleet.fetch(
+                    self.queue_name, free, self.cap, self.broker.lease_ms, self.yield_to
+                )
                 if fetched:
                     with self._lock:
                         self._held.update(redis_id for redis_id, _ in fetched)

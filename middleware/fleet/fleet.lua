@@ -28,8 +28,17 @@ local function canonical(q)
     return q
 end
 
+-- A high-priority lane ("email.HI") shares its queue's slots and dead letters.
+local function group(q)
+    local c = canonical(q)
+    if string.sub(c, -3) == ".HI" then
+        return string.sub(c, 1, -4)
+    end
+    return c
+end
+
 local function slots_key(q)
-    return ns .. ":slots:" .. canonical(q)
+    return ns .. ":slots:" .. group(q)
 end
 
 local function acks_key(w, q)
@@ -44,14 +53,18 @@ local function wake(q)
     redis.call("ltrim", key, -64, -1)
 end
 
--- fetch: ARGV[4] queue, ARGV[5] how many, ARGV[6] cap (0: none), ARGV[7] lease ms
+-- fetch: ARGV[4] queue, ARGV[5] how many, ARGV[6] cap (0: none), ARGV[7] lease ms,
+-- ARGV[8] a high lane this queue yields to while it has messages waiting ("": none)
 -- returns {id1, data1, id2, data2, ...}
 if command == "fetch" then
     local q = ARGV[4]
     local wanted = tonumber(ARGV[5])
     local cap = tonumber(ARGV[6])
     local lease_ms = tonumber(ARGV[7])
-    if q == canonical(q) and redis.call("sismember", ns .. ":paused", q) == 1 then
+    if q == canonical(q) and redis.call("sismember", ns .. ":paused", group(q)) == 1 then
+        return {}
+    end
+    if ARGV[8] ~= "" and redis.call("llen", ns .. ":" .. ARGV[8]) > 0 then
         return {}
     end
     local slots = slots_key(q)
@@ -85,7 +98,7 @@ if command == "fetch" then
     end
     return out
 
--- ack: ARGV[4] queue, ARGV[5] id
+-- ack: ARGV[4] queue, ARGV[5] id, ARGV[6] the other lane to wake when a slot frees ("": none)
 elseif command == "ack" then
     local q = ARGV[4]
     local id = ARGV[5]
@@ -94,10 +107,13 @@ elseif command == "ack" then
     end
     if redis.call("zrem", slots_key(q), id) == 1 then
         wake(canonical(q))
+        if ARGV[6] ~= "" then
+            wake(ARGV[6])
+        end
     end
     return 1
 
--- nack: ARGV[4] queue, ARGV[5] id; the stored message moves to the dead letters
+-- nack: ARGV[4] queue, ARGV[5] id, ARGV[6] other lane to wake; the message moves to the dead letters
 elseif command == "nack" then
     local q = ARGV[4]
     local id = ARGV[5]
@@ -105,7 +121,7 @@ elseif command == "nack" then
     if redis.call("srem", acks_key(worker, q), id) > 0 then
         local data = redis.call("hget", msgs, id)
         if data then
-            local xq = ns .. ":" .. canonical(q) .. ".XQ"
+            local xq = ns .. ":" .. group(q) .. ".XQ"
             redis.call("zadd", xq, now, id)
             redis.call("hset", xq .. ".msgs", id, data)
             redis.call("hdel", msgs, id)
@@ -113,6 +129,9 @@ elseif command == "nack" then
     end
     if redis.call("zrem", slots_key(q), id) == 1 then
         wake(canonical(q))
+        if ARGV[6] ~= "" then
+            wake(ARGV[6])
+        end
     end
     return 1
 

@@ -40,6 +40,7 @@ class Keeper(threading.Thread):
         }
 
     def run(self) -> None:
+        self.tick()  # describe this worker at once, not one interval after it starts
         while not self.stopped.wait(self.interval_s):
             self.tick()
 

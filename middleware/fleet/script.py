@@ -30,17 +30,20 @@ class FleetScript:
     def _call(self, command: str, *args: str | int) -> Any:
         return FLEET(self.client, [self.namespace], self._args(command, *args))
 
-    def fetch(self, queue: str, count: int, cap: int, lease_ms: int) -> list[tuple[str, bytes]]:
-        """Take up to ``count`` messages, no more than the free slots of a capped queue allow."""
-        flat = self._call("fetch", queue, count, cap, lease_ms)
+    def fetch(
+        self, queue: str, count: int, cap: int, lease_ms: int, yield_to: str = ""
+    ) -> list[tuple[str, bytes]]:
+        """Take up to ``count`` messages, no more than the free slots of a capped queue allow,
+        and none while the high lane ``yield_to`` has messages waiting."""
+        flat = self._call("fetch", queue, count, cap, lease_ms, yield_to)
         assert isinstance(flat, list)
         return [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
 
-    def ack(self, queue: str, redis_id: str) -> None:
-        self._call("ack", queue, redis_id)
+    def ack(self, queue: str, redis_id: str, also_wake: str = "") -> None:
+        self._call("ack", queue, redis_id, also_wake)
 
-    def nack(self, queue: str, redis_id: str) -> None:
-        self._call("nack", queue, redis_id)
+    def nack(self, queue: str, redis_id: str, also_wake: str = "") -> None:
+        self._call("nack", queue, redis_id, also_wake)
 
     def requeue(self, queue: str, redis_ids: Sequence[str]) -> None:
         if redis_ids:
