@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import platform
+import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -15,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -114,3 +120,185 @@ def write_result(name: str, text: str) -> Path:
     path = RESULTS / f"{name}.md"
     path.write_text(text)
     return path
+
+
+# --- Comparison runner plumbing (bench.all, throughput, latency, idle) -------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    """Ask Linux to SIGTERM this child if the runner dies, even by SIGKILL (no orphans left)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+class ProcessGroup:
+    """One or more commands, each in its own session, stopped together (also on Ctrl-C: see stop_all).
+
+    ``ready_marker`` is a line fragment each ready process prints once; the
+    group is ready when ``ready_count`` lines carry it. Output is kept in
+    ``lines`` (read by a thread, so a chatty worker never blocks on its pipe).
+    Start groups from the main thread: the children die with the thread that
+    forked them.
+    """
+
+    live: set[ProcessGroup] = set()
+
+    def __init__(
+        self,
+        commands: list[list[str]],
+        env: Mapping[str, str],
+        *,
+        ready_marker: str = "ready for action",
+        ready_count: int = 1,
+    ) -> None:
+        self.ready_marker = ready_marker
+        self.ready_count = ready_count
+        self.lines: list[str] = []
+        self.procs: list[subprocess.Popen[str]] = []
+        ProcessGroup.live.add(self)
+        full_env = {**os.environ, **env}
+        for command in commands:
+            proc = subprocess.Popen(
+                command,
+                cwd=REPO,
+                env=full_env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - started from the main thread only
+            )
+            self.procs.append(proc)
+            threading.Thread(target=self._read, args=(proc,), daemon=True).start()
+
+    @classmethod
+    def dramatiq(
+        cls, module: str, env: Mapping[str, str], processes: int = 2, threads: int = 5
+    ) -> ProcessGroup:
+        command = [sys.executable, "-m", "dramatiq", module, "--processes", str(processes)]
+        return cls([[*command, "--threads", str(threads)]], env, ready_count=processes)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.lines.append(line)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if sum(self.ready_marker in line for line in list(self.lines)) >= self.ready_count:
+                return
+            if any(p.poll() is not None for p in self.procs):
+                break
+            time.sleep(0.05)
+        raise RuntimeError("workers did not start:\n" + "".join(self.lines[-40:]))
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM each leader (graceful), then SIGKILL whatever is left of each session."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            # children of a leader that died first are still in its process group
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        ProcessGroup.live.discard(self)
+
+    @classmethod
+    def stop_all(cls) -> None:
+        for group in list(cls.live):
+            group.stop(timeout=10)
+
+
+@contextmanager
+def stopped_on_exit() -> Iterator[None]:
+    """Stop every ProcessGroup when the block ends, however it ends (SIGTERM is turned into SystemExit)."""
+
+    def _terminate(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        ProcessGroup.stop_all()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+_NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
+
+
+@contextmanager
+def bench_redis(url: str | None = None) -> Iterator[str]:
+    """The Redis to benchmark against: ``url`` if given, else a private ``redis-server`` on a free port.
+
+    A private server is the default because INFO commandstats and Redis CPU
+    are server-wide: on a Redis the test suites share, other people's commands
+    would be counted as ours. It is the same binary as the shared one, with
+    default settings except persistence (off), and it is stopped afterwards.
+    """
+    if url is not None:
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield REDIS_URL
+        return
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp:
+        group = ProcessGroup(
+            [[binary, "--bind", "127.0.0.1", "--port", str(port), *_NO_PERSISTENCE, "--dir", tmp]],
+            {},
+            ready_marker="Ready to accept connections",
+        )
+        try:
+            group.wait_ready(timeout=10)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            group.stop(timeout=10)
+
+
+def load_average() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def versions(client: redis.Redis) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"Python": platform.python_version()}
+    for name in ("dramatiq", "redis", "celery", "sentry-sdk"):
+        try:
+            out["redis-py" if name == "redis" else name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    out["Redis server"] = str(client.info("server")["redis_version"])
+    return out
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile (0-100), nearest rank: a value that was actually observed."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
