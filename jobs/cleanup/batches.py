@@ -5,9 +5,9 @@ The job deletes by *time windows* on the slice's indexed date field
 ``[start, end)``, a window sized from the density seen so far to hold about
 ``size`` documents, and counted before it is deleted, so no batch exceeds
 twice the size. Deleting by ``_id`` lists (:func:`delete_by_id_lists`) is the
-other classic way; on the test server it was ~15x slower per document
-(bench/results/cleanup.md: ~460 against ~6,900 documents/s, a single
-``$in`` delete of 1,000 ids taking ~3 s). It remains the fallback for one
+other classic way; on the test server it was 12-15x slower per document
+(bench/results/cleanup.md: 450-600 against ~7,000 documents/s, a single
+``$in`` delete of 1,000 ids taking 2 s). It remains the fallback for one
 millisecond holding more documents than a window may.
 
 Every batch stands alone, so a cleanup that dies half-way is resumed by
