@@ -17,6 +17,7 @@ from middleware.job_state import report_progress
 
 from .actors import declare_actors
 from .api import JobsAPI
+from .bulk import send_many
 from .runtime import Runtime
 from .settings import Settings
 from .wiring import build_broker
@@ -51,6 +52,7 @@ __all__ = [
     "resume",
     "runtime",
     "send_email",
+    "send_many",
     "settings",
     "status",
 ]

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+from uuid import uuid4
 
 from dramatiq.brokers import redis as redis_broker_module
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
+from dramatiq.message import Message
 
 from .. import deferred, keys
 from ..scripts import LuaScript, execute
@@ -77,29 +79,14 @@ class FleetBroker(RedisBroker):
         return consumer
 
     def do_enqueue(self, queue_name: str, redis_id: str, data: bytes) -> None:
-        """Dramatiq's enqueue script plus a wake-up token for idle consumers, in one round trip."""
+        """Dramatiq's enqueue script and a wake-up token for idle consumers, in one round trip."""
         wake_key = keys.wake(self.namespace, queue_name)
         pipe = self.client.pipeline(transaction=False)
-        DISPATCH.queue(
-            pipe,
-            [self.namespace],
-            [
-                "enqueue",
-                current_millis(),
-                queue_name,
-                self.broker_id,
-                self.heartbeat_timeout,
-                self.dead_message_ttl,
-                self._should_do_maintenance("enqueue"),
-                self._max_unpack_size(),  # type: ignore[no-untyped-call]
-                redis_id,
-                data,
-            ],
-        )
+        for write in deferred.take(redis_id):  # the message's job state, written before it
+            write(pipe)
+        DISPATCH.queue(pipe, [self.namespace], self._dispatch_args(queue_name, redis_id, data))
         pipe.rpush(wake_key, b"1")
         pipe.ltrim(wake_key, -WAKE_TOKENS, -1)
-        for write in deferred.take(redis_id):  # the message's job state, written with it
-            write(pipe)
         execute(pipe, self.client, [DISPATCH, *deferred_scripts()])
 
     def high_lane_of(self, queue_name: str) -> str:
@@ -114,6 +101,53 @@ class FleetBroker(RedisBroker):
         if group not in self.high_lanes or keys.canonical(queue_name) != queue_name:
             return ""
         return keys.high_lane(group) if queue_name == group else group
+
+    def enqueue_many(self, messages: Sequence[Message[Any]], *, chunk: int = 500) -> list[Message[Any]]:
+        """Enqueue many messages in pipelined round trips, with the same hooks as ``enqueue``.
+
+        Each chunk is one round trip: every message's deferred writes (its
+        job state) before it, Dramatiq's enqueue script for it, and one set
+        of wake-up tokens per queue.
+        """
+        done: list[Message[Any]] = []
+        for start in range(0, len(messages), chunk):
+            prepared = []
+            for original in messages[start : start + chunk]:
+                message = original.copy(options={"redis_message_id": str(uuid4())})
+                self.emit_before("enqueue", message, None)
+                prepared.append(message)
+            pipe = self.client.pipeline(transaction=False)
+            woken: dict[str, int] = {}
+            for message in prepared:
+                redis_id = message.options["redis_message_id"]
+                for write in deferred.take(redis_id):
+                    write(pipe)
+                args = self._dispatch_args(message.queue_name, redis_id, message.encode())
+                DISPATCH.queue(pipe, [self.namespace], args)
+                woken[message.queue_name] = woken.get(message.queue_name, 0) + 1
+            for queue_name, count in woken.items():
+                wake_key = keys.wake(self.namespace, queue_name)
+                pipe.rpush(wake_key, *([b"1"] * min(count, WAKE_TOKENS)))
+                pipe.ltrim(wake_key, -WAKE_TOKENS, -1)
+            execute(pipe, self.client, [DISPATCH, *deferred_scripts()])
+            for message in prepared:
+                self.emit_after("enqueue", message, None)
+            done.extend(prepared)
+        return done
+
+    def _dispatch_args(self, queue_name: str, redis_id: str, data: bytes) -> list[Any]:
+        return [
+            "enqueue",
+            current_millis(),
+            queue_name,
+            self.broker_id,
+            self.heartbeat_timeout,
+            self.dead_message_ttl,
+            self._should_do_maintenance("enqueue"),
+            self._max_unpack_size(),  # type: ignore[no-untyped-call]
+            redis_id,
+            data,
+        ]
 
     def held_messages(self) -> list[tuple[str, str]]:
         return [pair for consumer in list(self._consumers) for pair in consumer.held()]
