@@ -32,6 +32,7 @@ api = JobsAPI(broker, settings)
 status = api.status
 result = api.result
 pause = api.pause
+promote = api.promote
 resume = api.resume
 
 send_email = actors.send_email
@@ -47,6 +48,7 @@ __all__ = [
     "cleanup",
     "pause",
     "process_image",
+    "promote",
     "report_progress",
     "result",
     "resume",

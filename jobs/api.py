@@ -6,7 +6,7 @@ from typing import Any
 
 from middleware.fleet import FleetBroker
 from middleware.job_state import JobStateReader
-from middleware.queue_control import QueueControl
+from middleware.queue_control import QueueControl, promote
 
 from .settings import QUEUES, Settings
 
@@ -27,6 +27,14 @@ class JobsAPI:
     def result(self, message_id: str, timeout: float = 30.0) -> Any:
         """Wait for the job's result; raises JobError with its code if it failed."""
         return self.state.result(message_id, timeout)
+
+    def promote(self, message_id: str) -> bool:
+        """Run a delayed or retry-waiting job now; False if it is in no such state."""
+        status = self.state.status(message_id)
+        if status is None or status["state"] not in ("delayed", "retrying") or not status["queue"]:
+            return False
+        promote(self.queues.client, self.queues.namespace, message_id, status["queue"])
+        return True
 
     def pause(self, queue: str) -> None:
         self.queues.pause(queue)

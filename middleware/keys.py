@@ -63,6 +63,11 @@ def wake(ns: str, name: str) -> str:
     return f"{ns}:wake:{name}"
 
 
+def promoted(ns: str) -> str:
+    """Set of ids of delayed or retry-waiting jobs an operator asked to run now."""
+    return f"{ns}:promoted"
+
+
 def paused(ns: str) -> str:
     """Set of paused queue names."""
     return f"{ns}:paused"

@@ -41,3 +41,19 @@ class QueueControl:
     def running(self, queue: str) -> int:
         """Messages of ``queue`` holding a live concurrency lease right now."""
         return int(self.client.zcard(keys.slots(self.namespace, self._check(queue))))
+
+
+def promote(client: redis.Redis, namespace: str, message_id: str, queue: str) -> None:
+    """Ask the fleet to run a delayed or retry-waiting job now.
+
+    The delayed-queue consumer holding it (or about to fetch it) sees the
+    mark on its next check, which the wake-up tokens trigger at once.
+    """
+    pipe = client.pipeline(transaction=False)
+    pipe.sadd(keys.promoted(namespace), message_id)
+    pipe.expire(keys.promoted(namespace), 86_400)
+    for lane in (queue, keys.high_lane(queue)):
+        wake_key = keys.wake(namespace, keys.delayed(lane))
+        pipe.rpush(wake_key, *([b"1"] * 16))
+        pipe.ltrim(wake_key, -64, -1)
+    pipe.execute()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -152,3 +153,27 @@ def test_time_limit_fails_transiently_and_retries(
     assert stack.api.result(job, timeout=30)["runs"] == 2
     assert f"Retrying probe job {job} (attempt 1/3)" in group.output
     assert "SRV_6005 time limit exceeded" in group.output
+
+
+def test_promote_runs_delayed_and_retry_waiting_jobs_now(
+    real_env: dict[str, str],
+    make_stack: Callable[[dict[str, str]], Stack],
+    workers: Callable[..., WorkerGroup],
+) -> None:
+    env = {"JOBS_BACKOFF_MIN_MS": "60000", "JOBS_BACKOFF_MAX_MS": "60000"}
+    workers(env)
+    stack = make_stack({**real_env, **env})
+    probe = declare_all_probes(stack.broker)["email"]
+    delayed = probe.send_with_options(kwargs={"key": "later"}, delay=60_000).message_id
+    waiting = probe.send(key="flaky", fail_times=1).message_id
+    assert wait_until(lambda: stack.api.status(waiting)["state"] == "retrying")  # type: ignore[index]
+    assert stack.api.status(delayed)["state"] == "delayed"  # type: ignore[index]
+
+    started = time.monotonic()
+    assert stack.api.promote(delayed) and stack.api.promote(waiting)
+    assert stack.api.result(delayed, timeout=10)["runs"] == 1
+    assert stack.api.result(waiting, timeout=10)["runs"] == 2
+    assert time.monotonic() - started < 5  # not the 60 s they were waiting for
+    assert stack.api.status(waiting)["attempts"] == 2  # type: ignore[index]
+    # nothing else to promote
+    assert stack.api.promote(delayed) is False

@@ -57,7 +57,9 @@ class FleetConsumer(Consumer):
         self.partner = broker.partner_lane(queue_name)
         self._cache: deque[tuple[str, bytes]] = deque()
         self._held: set[str] = set()
-        self._due: dict[str, int] = {}  # redis id -> eta (ms), delayed messages held
+        # Delayed messages held here until due (or promoted); Dramatiq only
+        # gets them then, so a promotion can still reach them.
+        self._delayed: dict[str, tuple[int, Message[Any]]] = {}
         self._lock = threading.Lock()
         self._settled = threading.Event()
         self._wake_key = keys.wake(broker.namespace, queue_name)
@@ -78,7 +80,6 @@ class FleetConsumer(Consumer):
     def _settle(self, redis_id: str) -> None:
         with self._lock:
             self._held.discard(redis_id)
-            self._due.pop(redis_id, None)
         self._settled.set()
 
     def ack(self, message: MessageProxy) -> None:
@@ -106,6 +107,9 @@ class FleetConsumer(Consumer):
     def __next__(self) -> MessageProxy | None:
         try:
             while True:
+                ready = self._take_due()
+                if ready is not None:
+                    return MessageProxy(ready)
                 if self._cache:
                     redis_id, data = self._cache.popleft()
                     try:
@@ -124,9 +128,9 @@ class FleetConsumer(Consumer):
                             f"no actor named {message.actor_name!r} in this deployment",
                         )
                     eta = message.options.get("eta")
-                    if isinstance(eta, int | float):
-                        with self._lock:
-                            self._due[redis_id] = int(eta)
+                    if isinstance(eta, int | float) and eta > time.time() * 1000:
+                        self._delayed[redis_id] = (int(eta), message)
+                        continue
                     return MessageProxy(message)
                 with self._lock:
                     free = self.prefetch - len(self._held)
@@ -171,10 +175,39 @@ class FleetConsumer(Consumer):
         self.broker.fleet.nack(self.queue_name, redis_id)
         self._settle(redis_id)
 
+    def _take_due(self) -> Message[Any] | None:
+        """A held delayed message that is due (or was promoted), for Dramatiq to move along."""
+        if not self._delayed:
+            return None
+        now = time.time() * 1000
+        for redis_id, (eta, message) in self._delayed.items():
+            if eta <= now:
+                del self._delayed[redis_id]
+                return message
+        return None
+
+    def _check_promotions(self) -> None:
+        """Make held delayed messages that an operator promoted due now (one command)."""
+        held = list(self._delayed.items())
+        promoted_key = keys.promoted(self.broker.namespace)
+        flags = self.broker.client.smismember(promoted_key, [m.message_id for _, (_, m) in held])
+        promoted = [
+            (redis_id, message) for (redis_id, (_, message)), flag in zip(held, flags, strict=True) if flag
+        ]
+        if promoted:
+            now = int(time.time() * 1000)
+            for redis_id, message in promoted:
+                message.options["eta"] = now
+                self._delayed[redis_id] = (now, message)
+            self.broker.client.srem(promoted_key, *[message.message_id for _, message in promoted])
+
     def _wait_for_work(self) -> None:
-        with self._lock:
-            next_due = min(self._due.values(), default=None)
+        if self._delayed:
+            self._check_promotions()
+        next_due = min((eta for eta, _ in self._delayed.values()), default=None)
         due_in_s = None if next_due is None else (next_due - time.time() * 1000) / 1000
+        if due_in_s is not None and due_in_s <= 0:
+            return
         if due_in_s is None or due_in_s >= self._idle_wait_s:
             self.broker.client.blpop([self._wake_key], timeout=self._idle_wait_s)
             return
@@ -190,8 +223,9 @@ class FleetConsumer(Consumer):
 
     def close(self) -> None:
         # Messages fetched but never handed to the worker go back to the head.
-        cached = [redis_id for redis_id, _ in self._cache]
+        cached = [redis_id for redis_id, _ in self._cache] + list(self._delayed)
         self._cache.clear()
+        self._delayed.clear()
         try:
             self.broker.fleet.requeue(self.queue_name, cached)
         except _REDIS_DOWN:
