@@ -60,7 +60,10 @@ def declare_actors(broker: Broker, settings: Settings, runtime: Runtime) -> Acto
             payload=payload,
             label=label,
             sensitive_args=sensitive,
-            validation_context={"cleanup_min_older_than_days": settings.cleanup_min_older_than_days},
+            validation_context={
+                "cleanup_min_older_than_days": settings.cleanup_min_older_than_days,
+                "analytics_max_range_days": settings.analytics_max_range_days,
+            },
             max_message_bytes=settings.max_message_bytes,
         )
 

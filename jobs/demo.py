@@ -10,16 +10,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TextIO
-
-from dramatiq.broker import Broker, MessageProxy
-from dramatiq.middleware import Middleware
+from urllib.parse import urlsplit
 
 from middleware.errors import JobError
+from middleware.job_state import ResultTimeout
 
 from .actor import JobActor
 from .actors import Actors, declare_actors
+from .api import JobsAPI
 from .logs import configure_logging
 from .runtime import Runtime
 from .settings import Settings
@@ -30,55 +30,28 @@ from .wiring import build_broker, embedded_worker
 class Outcome:
     job: str
     queue: str
+    message_id: str | None = None
     state: str = "queued"
     attempts: int = 0
-    started: float | None = None
     duration_ms: float | None = None
     detail: str = ""
 
-
-@dataclass
-class OutcomeRecorder(Middleware):
-    """Collects what happened to each demo message, in memory."""
-
-    outcomes: dict[str, Outcome] = field(default_factory=dict)
-    finished: threading.Condition = field(default_factory=threading.Condition)
-
-    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
-        with self.finished:
-            outcome = self.outcomes[message.message_id]
-            outcome.attempts += 1
-            outcome.state = "running"
-            outcome.started = time.perf_counter()
-
-    def after_process_message(
-        self,
-        broker: Broker,
-        message: MessageProxy,
-        *,
-        result: Any = None,
-        exception: BaseException | None = None,
-    ) -> None:
-        with self.finished:
-            outcome = self.outcomes[message.message_id]
-            outcome.duration_ms = (time.perf_counter() - (outcome.started or 0)) * 1000
-            if exception is None:
-                outcome.state, outcome.detail = "succeeded", _short(result)
-            elif message.options.get("retry_at") is not None:
-                outcome.state, outcome.detail = "retrying", _error(exception)
-            else:
-                outcome.state, outcome.detail = "failed", _error(exception)
-            self.finished.notify_all()
-
-    def wait(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        with self.finished:
-            while any(o.state in ("queued", "running", "retrying") for o in self.outcomes.values()):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self.finished.wait(left)
-        return True
+    def settle(self, api: JobsAPI, deadline: float) -> None:
+        """Wait for the job through the job-state API, as the app would, and note what happened."""
+        if self.message_id is None:
+            return
+        try:
+            self.detail = _short(api.result(self.message_id, timeout=max(0.1, deadline - time.monotonic())))
+        except JobError as exc:
+            self.detail = _error(exc)
+        except ResultTimeout:
+            self.detail = "still running when the demo stopped waiting"
+        status = api.status(self.message_id) or {}
+        self.state = str(status.get("state") or self.state)
+        self.attempts = int(status.get("attempts") or 0)
+        started, finished = status.get("started_at"), status.get("finished_at")
+        if started is not None and finished is not None:
+            self.duration_ms = (finished - started).total_seconds() * 1000
 
 
 def _error(exc: BaseException) -> str:
@@ -231,14 +204,19 @@ def samples() -> list[Sample]:
 def run_demo(out: TextIO = sys.stdout, environ: dict[str, str] | None = None) -> int:
     # The demo always runs embedded, whatever the environment says.
     settings = Settings.load(
-        environ=environ, overrides={"ENABLE_BACKGROUND_JOBS": "false", "APP_ENV": "development"}
+        environ=environ,
+        overrides={
+            "ENABLE_BACKGROUND_JOBS": "false",
+            "APP_ENV": "development",
+            # the demo's own photo server on loopback, and nothing else, passes the SSRF guard
+            "IMAGE_FETCH_ALLOW_HOSTS": urlsplit(demo_image_url()).netloc,
+        },
     )
     configure_logging(settings)
     broker = build_broker(settings)
-    recorder = OutcomeRecorder()
-    broker.add_middleware(recorder)
     runtime = Runtime(settings)
     actors = declare_actors(broker, settings, runtime)
+    api = JobsAPI(broker, settings)
     out.write("taatom-jobs demo (embedded mode: no Redis, MongoDB or SMTP server)\n\n")
     rows: list[Outcome] = []
     try:
@@ -246,19 +224,18 @@ def run_demo(out: TextIO = sys.stdout, environ: dict[str, str] | None = None) ->
         for name, pick, kwargs in samples():
             actor = pick(actors)
             try:
-                with recorder.finished:
-                    message = actor.send(**kwargs)
-                    outcome = recorder.outcomes.setdefault(
-                        message.message_id, Outcome(name, actor.queue_name)
-                    )
+                message = actor.send(**kwargs)
+                rows.append(Outcome(name, actor.queue_name, message.message_id))
                 out.write(f"  sent     {name:<22} -> {actor.queue_name}\n")
             except JobError as exc:
-                outcome = Outcome(
-                    name, actor.queue_name, state="refused", detail=f"{exc.code}: {exc.message}"
+                rows.append(
+                    Outcome(name, actor.queue_name, state="refused", detail=f"{exc.code}: {exc.message}")
                 )
                 out.write(f"  refused  {name:<22} {exc.code} (at send: nothing was enqueued)\n")
-            rows.append(outcome)
-        finished = recorder.wait(timeout_s=60)
+        deadline = time.monotonic() + 60
+        for row in rows:
+            row.settle(api, deadline)
+        finished = all(row.state != "running" for row in rows)
         rollups = sample_rollups(runtime, settings)
     finally:
         worker = embedded_worker(broker)

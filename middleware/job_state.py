@@ -320,7 +320,8 @@ class JobState(Middleware):
                 done=True,
                 outcome=("succeeded", ""),
                 finished_at=_now_ms(),
-                result=_bounded_result(redact(result, extra_keys=sensitive)),
+                # Results are our jobs' own data: hashes and ids in them are not secrets.
+                result=_bounded_result(redact(result, extra_keys=sensitive, opaque=False)),
                 error_code="",
                 error="",
             )

@@ -87,6 +87,11 @@ _TEXT_PATTERNS: list[tuple[re.Pattern[str], str]] = [
         ),
         r"\1\2" + REDACTED,
     ),
+]
+# Strings that look like keys or tokens. In free text (logs, errors) they are
+# redacted; in data our own jobs return (content hashes in URLs, ids) they are
+# expected, so results skip these two.
+_OPAQUE_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\b[0-9a-fA-F]{32,}\b"), REDACTED),
     (
         re.compile(
@@ -158,8 +163,12 @@ def is_secret_key(key: object) -> bool:
     return any(w in _DENY_WORDS for w in words)
 
 
-def redact_text(text: str, *, mask_emails: bool = False) -> str:
-    """Remove every secret this process can recognise from free text."""
+def redact_text(text: str, *, mask_emails: bool = False, opaque: bool = True) -> str:
+    """Remove every secret this process can recognise from free text.
+
+    ``opaque=False`` keeps long hex/base64 strings (content hashes, ids in the
+    data our jobs return) while still removing credentials and known secrets.
+    """
     if not text:
         return text
     secrets = _job_secrets.get()
@@ -172,6 +181,9 @@ def redact_text(text: str, *, mask_emails: bool = False) -> str:
                 text = text.replace(literal, REDACTED)
     for pattern, replacement in _TEXT_PATTERNS:
         text = pattern.sub(replacement, text)
+    if opaque:
+        for pattern, replacement in _OPAQUE_PATTERNS:
+            text = pattern.sub(replacement, text)
     if mask_emails:
         text = _EMAIL.sub(r"\1***@\2", text)
     return text
@@ -182,7 +194,9 @@ def mask_email(address: str) -> str:
     return _EMAIL.sub(r"\1***@\2", address)
 
 
-def redact(data: Any, *, extra_keys: Iterable[str] = (), mask_emails: bool = False) -> Any:
+def redact(
+    data: Any, *, extra_keys: Iterable[str] = (), mask_emails: bool = False, opaque: bool = True
+) -> Any:
     """Return a copy of JSON-like data with secret keys and secret text redacted.
 
     ``extra_keys`` names more keys to redact whole (an actor's sensitive
@@ -192,7 +206,7 @@ def redact(data: Any, *, extra_keys: Iterable[str] = (), mask_emails: bool = Fal
 
     def walk(value: Any) -> Any:
         if isinstance(value, str):
-            return redact_text(value, mask_emails=mask_emails)
+            return redact_text(value, mask_emails=mask_emails, opaque=opaque)
         if isinstance(value, Mapping):
             return {
                 k: (REDACTED if (k in extra or is_secret_key(k)) and v not in (None, "") else walk(v))

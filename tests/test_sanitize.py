@@ -174,3 +174,13 @@ def test_production_logs_mask_addresses(captured: io.StringIO) -> None:
     configure_logging(settings, captured)
     logging.getLogger("jobs.email").info("Processing email job 1 to %s", "ana@example.com")
     assert "a***@example.com" in captured.getvalue() and "ana@example.com" not in captured.getvalue()
+
+
+def test_results_keep_hashes_and_ids_but_not_credentials() -> None:
+    digest = "3f" * 32
+    result = {"processed_url": f"https://cdn.example/i/{digest}.jpg", "source": "redis://:hunter2pw@cache/0"}
+    kept = redact(result, opaque=False)
+    assert kept["processed_url"] == result["processed_url"]
+    assert kept["source"] == "redis://:[REDACTED]@cache/0"
+    # in free text (logs, errors) the same hash is treated as a possible key
+    assert digest not in redact_text(f"key {digest}")
