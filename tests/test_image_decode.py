@@ -84,6 +84,52 @@ def test_orientation_is_applied_before_geometry_on_reduced_decodes(orientation: 
     assert close_to(rgb_at(out, (10, 10)), RED) and close_to(rgb_at(out, (140, 65)), YELLOW)
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize(
+    ("step", "size", "expected"),
+    [
+        # upright quadrants 1200x600: red top-left, green top-right, blue bottom-left, yellow bottom-right
+        (
+            {"width": 600, "height": 600, "crop": "crop", "gravity": "north_west"},
+            (600, 600),
+            [RED, RED, BLUE, BLUE],
+        ),
+        (
+            {"width": 100, "height": 100, "crop": "fill", "gravity": "east"},
+            (100, 100),
+            [GREEN, GREEN, YELLOW, YELLOW],
+        ),
+        (
+            {"width": 150, "height": 40, "crop": "fill", "gravity": "south"},
+            (150, 40),
+            [BLUE, YELLOW, BLUE, YELLOW],
+        ),
+        (
+            {"width": 240, "height": 200, "crop": "pad", "background": "black"},
+            (240, 200),
+            [RED, GREEN, BLUE, YELLOW],
+        ),
+        ({"width": 0.1}, (120, 60), [RED, GREEN, BLUE, YELLOW]),
+    ],
+)
+def test_geometry_is_upright_for_every_orientation(
+    orientation: int, step: dict[str, Any], size: tuple[int, int], expected: list[tuple[int, int, int]]
+) -> None:
+    # Big enough for a reduced-scale decode; the stored image is sideways or mirrored.
+    out = _render(oriented_jpeg(orientation, quadrants(1200, 600)), "png", [step])
+    assert out.size == size
+    w, h = size
+    pad = (h - w // 2) // 2 if step.get("crop") == "pad" else 0
+    points = [
+        (w // 4, pad + h // 8 + 2),
+        (3 * w // 4, pad + h // 8 + 2),
+        (w // 4, h - pad - h // 8 - 3),
+        (3 * w // 4, h - pad - h // 8 - 3),
+    ]
+    got = [rgb_at(out, p) for p in points]
+    assert all(close_to(g, e) for g, e in zip(got, expected, strict=True)), (orientation, got)
+
+
 def test_avif_orientation_is_applied() -> None:
     stored = quadrants(48, 24).transpose(Image.Transpose.ROTATE_90)
     out = _render(avif(stored, exif=gps_exif(6).tobytes()), "png")

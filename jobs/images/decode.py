@@ -44,7 +44,7 @@ _UPRIGHT: Final[dict[int, Image.Transpose]] = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-_SWAPS_SIDES: Final = frozenset(
+SWAPS_SIDES: Final = frozenset(
     {
         Image.Transpose.TRANSPOSE,
         Image.Transpose.TRANSVERSE,
@@ -60,17 +60,19 @@ pillow_heif.register_heif_opener()
 
 @dataclass(frozen=True)
 class Decoded:
-    """An upright RGB or RGBA image, possibly decoded at a reduced scale.
+    """An RGB or RGBA image as stored, possibly decoded at a reduced scale.
 
-    ``size`` is the full-resolution upright size: geometry is planned against it, and
-    a reduced ``image`` is scaled back by the pipeline. ``icc_profile`` is the source's
-    RGB colour profile, None when untagged (sRGB assumed).
+    ``upright`` is the transpose that makes it upright (EXIF orientation), None when it
+    is upright already: the pipeline applies it after its first resize, on fewer pixels.
+    ``size`` is the full-resolution upright size: geometry is planned against it.
+    ``icc_profile`` is the source's RGB colour profile, None when untagged (sRGB assumed).
     """
 
     image: Image.Image
     size: Size
     source_format: SourceFormat
     icc_profile: bytes | None
+    upright: Image.Transpose | None = None
 
 
 def escalate_bomb_warnings() -> None:
@@ -105,7 +107,7 @@ def sniff(data: bytes) -> SourceFormat:
 
 
 def decode(data: bytes, max_pixels: int, needed: Callable[[Size], Size | None] | None = None) -> Decoded:
-    """Decode ``data`` into an upright RGB/RGBA image.
+    """Decode ``data`` into an RGB/RGBA image and the transpose that makes it upright.
 
     Parameters:
       max_pixels: the cap on width x height declared by the file (``IMAGE_MAX_PIXELS``).
@@ -138,7 +140,7 @@ def _decode(
     # Read before draft()/load(): getexif() on a JPEG parses the header only.
     orientation = image.getexif().get(_ORIENTATION_TAG, 1)
     transpose = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
-    swapped = transpose in _SWAPS_SIDES
+    swapped = transpose in SWAPS_SIDES
     upright: Size = (height, width) if swapped else (width, height)
     if fmt == "jpeg" and needed is not None:
         target = needed(upright)
@@ -148,11 +150,10 @@ def _decode(
     icc = image.info.get("icc_profile")
     icc = icc if isinstance(icc, bytes) and len(icc) > 20 else None
     image = _normalise_mode(image, icc)
-    if transpose is not None:
-        image = image.transpose(transpose)
     image.info = {}  # metadata (EXIF with GPS, XMP, comments) stops here
     # Only an RGB profile still describes the pixels (a CMYK one was applied, a grey one is moot).
-    return Decoded(image, upright, fmt, icc if icc is not None and icc[16:20] == b"RGB " else None)
+    profile = icc if icc is not None and icc[16:20] == b"RGB " else None
+    return Decoded(image, upright, fmt, profile, transpose)
 
 
 def _normalise_mode(image: Image.Image, icc: bytes | None) -> Image.Image:

@@ -3,7 +3,8 @@
 Bytes in, encoded outputs out; no I/O, no settings, no clients, so it can move into a
 sandboxed process pool unchanged. One decode serves the main chain and every variant:
 the JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still gives every
-chain's first step the resolution it needs, and orientation is applied at that size.
+chain's first step the resolution it needs, and the EXIF orientation is applied after
+the first resize, on the output's pixels.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from PIL import Image
 
 from middleware.errors import VAL_2001, JobError
 
-from .decode import Decoded, Size, decode
+from .decode import SWAPS_SIDES, Decoded, Size, decode
 from .encode import Encoded, choose_format, encode, quality_for
 from .steps import RGBA, Step, output_format, output_quality
-from .transform import Plan, plan
+from .transform import Box, Plan, plan
 
 # Pillow's resize first box-averages by an integer factor, leaving at least this ratio
 # for the Lanczos pass: 3.0 is visually indistinguishable from a full Lanczos.
@@ -84,7 +85,7 @@ def needed_size(chains: Sequence[Sequence[Step]], size: Size) -> Size | None:
 
 
 def render(decoded: Decoded, chain: Sequence[Step], limits: Limits) -> Encoded:
-    image, size = decoded.image, decoded.size
+    image, size, upright = decoded.image, decoded.size, decoded.upright
     for index, step in enumerate(chain, start=1):
         step_plan = plan(step, size)
         width, height = step_plan.output_size
@@ -94,30 +95,45 @@ def render(decoded: Decoded, chain: Sequence[Step], limits: Limits) -> Encoded:
                 f"step {index} would make a {width}x{height} image, "
                 f"over the {limits.max_pixels}-pixel cap (IMAGE_MAX_PIXELS)",
             )
-        image = apply(image, step_plan, size)
-        size = image.size
+        image = apply(image, step_plan, size, upright)
+        size, upright = image.size, None
+    if upright is not None:
+        image = image.transpose(upright)
     if image.size != size:  # no step, yet decoded smaller: cannot happen, see needed_size
         image = image.resize(size, Image.Resampling.LANCZOS)
     fmt = choose_format(output_format(chain), decoded.source_format)
     return encode(image, fmt, quality_for(output_quality(chain), fmt), decoded.icc_profile)
 
 
-def apply(image: Image.Image, step_plan: Plan, size: Size) -> Image.Image:
-    """Execute a plan made for an input of ``size`` on ``image`` (which may be a reduced decode)."""
-    fx, fy = image.width / size[0], image.height / size[1]
+def apply(
+    image: Image.Image, step_plan: Plan, size: Size, upright: Image.Transpose | None = None
+) -> Image.Image:
+    """Execute a plan made for an upright input of ``size`` on ``image``.
+
+    ``image`` may be a reduced decode, and still as stored: then ``upright`` is the
+    transpose to apply, done after the resize (on the output's pixels, not the source's),
+    with the plan's box mapped into stored coordinates.
+    """
+    swaps = upright in SWAPS_SIDES
+    upright_w, upright_h = (image.height, image.width) if swaps else image.size
+    fx, fy = upright_w / size[0], upright_h / size[1]
     left, top, right, bottom = step_plan.box
     box = (left * fx, top * fy, right * fx, bottom * fy)
-    whole = box == (0, 0, image.width, image.height)
-    if not (whole and step_plan.size == image.size):
+    target = step_plan.size
+    if upright is not None:
+        box = _stored_box(box, upright, image.width, image.height)
+        target = (target[1], target[0]) if swaps else target
+    if not (box == (0, 0, image.width, image.height) and target == image.size):
         if (
             (fx, fy) == (1, 1)
-            and step_plan.size == (right - left, bottom - top)
+            and target == (box[2] - box[0], box[3] - box[1])
             and all(v.is_integer() for v in box)
         ):
-            image = image.crop((int(left), int(top), int(right), int(bottom)))
+            image = image.crop((int(box[0]), int(box[1]), int(box[2]), int(box[3])))
         else:
-            resample = _filter(box, step_plan.size)
-            image = image.resize(step_plan.size, resample, box=box, reducing_gap=REDUCING_GAP)
+            image = image.resize(target, _filter(box, target), box=box, reducing_gap=REDUCING_GAP)
+    if upright is not None:
+        image = image.transpose(upright)
     if step_plan.canvas is not None:
         image = _pad(image, step_plan.canvas, step_plan.offset, step_plan.background)
     if step_plan.angle is not None:
@@ -125,7 +141,23 @@ def apply(image: Image.Image, step_plan: Plan, size: Size) -> Image.Image:
     return image
 
 
-def _filter(box: tuple[float, float, float, float], size: Size) -> Image.Resampling:
+def _stored_box(box: Box, upright: Image.Transpose, width: int, height: int) -> Box:
+    """``box`` of the upright image, in the coordinates of the stored ``width`` x ``height`` one."""
+    left, top, right, bottom = box
+    turn = Image.Transpose
+    mapping: dict[Image.Transpose, Box] = {
+        turn.FLIP_LEFT_RIGHT: (width - right, top, width - left, bottom),
+        turn.FLIP_TOP_BOTTOM: (left, height - bottom, right, height - top),
+        turn.ROTATE_180: (width - right, height - bottom, width - left, height - top),
+        turn.ROTATE_90: (width - bottom, left, width - top, right),
+        turn.ROTATE_270: (top, height - right, bottom, height - left),
+        turn.TRANSPOSE: (top, left, bottom, right),
+        turn.TRANSVERSE: (width - bottom, height - right, width - top, height - left),
+    }
+    return mapping[upright]
+
+
+def _filter(box: Box, size: Size) -> Image.Resampling:
     reduction = min((box[2] - box[0]) / size[0], (box[3] - box[1]) / size[1])
     return SMALL_REDUCTION_FILTER if 1 < reduction <= 2 else Image.Resampling.LANCZOS
 
