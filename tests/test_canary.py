@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
 from cryptography.fernet import Fernet
+from pymongo.database import Database
 
 from tests.conftest import Stack
 from tests.services.sentry_sink import SentrySink
+from tests.services.smtp import SMTPTestServer
 from tests.services.workers import WorkerGroup, clean_environ
 from tests.support.probe import declare_probe
 from tests.support.redis_inspect import dead_letters, dump_namespace, wait_until
@@ -42,7 +45,7 @@ def _send_canaries(stack: Stack) -> None:
         echo=f"mongodb://app:{URL_PASSWORD}@db:27017/taatom",
         error_message="cannot reach {echo} as {password}",
     )
-    # an e-mail whose body and subject hold an OTP (its job fails: logic not built yet)
+    # an e-mail whose body and subject hold an OTP; the SMTP server refuses it for good (550)
     stack.actors.send_email.send(
         to="ana@example.com", subject=f"Code {BODY}", text=f"Your code: {BODY}", html=f"<p>{BODY}</p>"
     )
@@ -58,21 +61,39 @@ def _run(env: dict[str, str], stack: Stack, group: WorkerGroup, client: redis.Re
     assert group.stop() == 0
     events = sink.wait_for_events(2)
     assert len(events) == 2  # one per final failure: c2 and the e-mail
-    assert {e["tags"]["error_code"] for e in events} == {"SRV_6001", "SRV_6004"}
+    assert sorted((e["tags"]["actor"], e["tags"]["error_code"]) for e in events) == [
+        ("probe", "SRV_6001"),
+        ("send_email", "SRV_6006"),
+    ]
     return dump_namespace(client, ns)
+
+
+@pytest.fixture
+def services_env(
+    real_env: dict[str, str], mongo_url: str, mongo_db: Database[dict[str, Any]], smtp_server: SMTPTestServer
+) -> dict[str, str]:
+    smtp_server.always_reply(550)
+    return {
+        **real_env,
+        "MONGO_URL": mongo_url,
+        "MONGO_DB": mongo_db.name,
+        "SMTP_HOST": smtp_server.host,
+        "SMTP_PORT": str(smtp_server.port),
+        "SMTP_SECURITY": "none",
+    }
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_no_secret_in_logs_redis_or_sentry_with_encryption(
     log_format: str,
-    real_env: dict[str, str],
+    services_env: dict[str, str],
     make_stack: Callable[[dict[str, str]], Stack],
     worker_group: type[WorkerGroup],
     redis_client: redis.Redis,
     sentry_sink: SentrySink,
 ) -> None:
     env = {
-        **real_env,
+        **services_env,
         "LOG_FORMAT": log_format,
         "LOG_LEVEL": "DEBUG",
         "EMAIL_MAX_ATTEMPTS": "2",
@@ -95,16 +116,16 @@ def test_no_secret_in_logs_redis_or_sentry_with_encryption(
 
 
 def test_without_encryption_secrets_stay_inside_message_payloads(
-    real_env: dict[str, str],
+    services_env: dict[str, str],
     make_stack: Callable[[dict[str, str]], Stack],
     worker_group: type[WorkerGroup],
     redis_client: redis.Redis,
     sentry_sink: SentrySink,
 ) -> None:
     """No key: the arguments themselves are stored (a retry needs them), but nothing else is."""
-    env = {**real_env, "LOG_LEVEL": "DEBUG", "EMAIL_MAX_ATTEMPTS": "2", "SENTRY_DSN": sentry_sink.dsn}
+    env = {**services_env, "LOG_LEVEL": "DEBUG", "EMAIL_MAX_ATTEMPTS": "2", "SENTRY_DSN": sentry_sink.dsn}
     group = worker_group(clean_environ(env), modules=("tests.support.worker_probe",), processes=1, threads=2)
-    stack = make_stack(real_env)
+    stack = make_stack(services_env)
     _run(env, stack, group, redis_client, sentry_sink)
     for letter in dead_letters(redis_client, stack.broker.namespace, "email"):
         outcome = json.dumps({k: v for k, v in letter["options"].items() if k != "redis_message_id"})
