@@ -31,11 +31,7 @@ PIPELINE_VERSION: Final = 1
 
 
 def image_key(source_url: str, steps: Sequence[Step], image: Encoded) -> str:
-    """``ab/ab12...ef.webp``: 24 hex digits (96 bits), the first two fanning the directory out.
-
-    Kept short on purpose: the result sanitizer treats 32+ hex digits, or a 40-character
-    run of URL-path characters, as a possible secret and would redact processed_url.
-    """
+    """``ab/ab12...ef.webp``: 24 hex digits (96 bits), the first two fanning the directory out."""
     identity = json.dumps(
         {"v": PIPELINE_VERSION, "source": source_url, "steps": [s.canonical() for s in steps]},
         sort_keys=True,
