@@ -6,7 +6,7 @@ from typing import Any
 
 from middleware.fleet import FleetBroker
 from middleware.job_state import JobStateReader
-from middleware.queue_control import QueueControl, promote
+from middleware.queue_control import QueueControl, promote_job
 
 from .settings import QUEUES, Settings
 
@@ -30,11 +30,7 @@ class JobsAPI:
 
     def promote(self, message_id: str) -> bool:
         """Run a delayed or retry-waiting job now; False if it is in no such state."""
-        status = self.state.status(message_id)
-        if status is None or status["state"] not in ("delayed", "retrying") or not status["queue"]:
-            return False
-        promote(self.queues.client, self.queues.namespace, message_id, status["queue"])
-        return True
+        return promote_job(self.state, message_id)
 
     def pause(self, queue: str) -> None:
         self.queues.pause(queue)

@@ -208,6 +208,8 @@ def run_demo(out: TextIO = sys.stdout, environ: dict[str, str] | None = None) ->
         overrides={
             "ENABLE_BACKGROUND_JOBS": "false",
             "APP_ENV": "development",
+            # e-mails go to the outbox folder, never to a real SMTP server
+            "SMTP_HOST": "",
             # the demo's own photo server on loopback, and nothing else, passes the SSRF guard
             "IMAGE_FETCH_ALLOW_HOSTS": urlsplit(demo_image_url()).netloc,
         },

@@ -467,6 +467,7 @@ class JobStateReader:
             "progress_note": fields.get("progress_note") or None,
             "logs": [line.decode("utf-8", "replace") for line in lines],
             "redis_id": fields.get("redis_id"),
+            "lane": fields.get("lane") or "normal",
             "history": [
                 {"state": e["state"], "at": _datetime(e["at"])} for e in (json.loads(h) for h in history)
             ],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import redis
 
 from . import keys
+from .job_state import JobStateReader
 
 
 class QueueControl:
@@ -57,3 +58,12 @@ def promote(client: redis.Redis, namespace: str, message_id: str, queue: str) ->
         pipe.rpush(wake_key, *([b"1"] * 16))
         pipe.ltrim(wake_key, -64, -1)
     pipe.execute()
+
+
+def promote_job(state: JobStateReader, message_id: str) -> bool:
+    """Promote the job if it waits for a delay or a retry; False otherwise."""
+    status = state.status(message_id)
+    if status is None or status["state"] not in ("delayed", "retrying") or not status["queue"]:
+        return False
+    promote(state.client, state.namespace, message_id, status["queue"])
+    return True

@@ -16,7 +16,8 @@ from dramatiq.message import Message
 
 from middleware import keys
 from middleware.fleet import FleetBroker
-from middleware.queue_control import QueueControl
+from middleware.job_state import JobStateReader
+from middleware.queue_control import QueueControl, promote_job
 
 # options describing a past failure; a retried message starts clean
 _OUTCOME_OPTIONS = (
@@ -58,6 +59,7 @@ class Operator:
         self.ns = broker.namespace
         self.queues = queues
         self.control = QueueControl(self.client, self.ns, frozenset(queues))
+        self.state = JobStateReader(self.client, self.ns, socket_timeout_s=30.0)
         self._take = self.client.register_script(_TAKE)
 
     def _check(self, queue: str) -> str:
@@ -140,6 +142,10 @@ class Operator:
             if progress is not None:
                 progress(min(i + BATCH, len(ids)), len(ids))
         return done
+
+    def promote(self, message_id: str) -> bool:
+        """Run a delayed or retry-waiting job now; False if it is in no such state."""
+        return promote_job(self.state, message_id)
 
     def pause(self, queue: str) -> None:
         self.control.pause(queue)

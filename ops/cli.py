@@ -1,7 +1,7 @@
 """The `taatom-jobs` command: the operator's entry point.
 
-Commands: demo, status [--watch S], job ID, dead list|retry|purge, pause Q,
-resume Q, enqueue ACTOR --json '{...}', dashboard, scheduler.
+Commands: demo, status [--watch S], job ID, promote ID, dead list|retry|purge,
+pause Q, resume Q, enqueue ACTOR --json '{...}' [--priority high], dashboard, scheduler.
 
 Exit codes: 0 success; 1 the command ran but its work failed (e.g. a payload
 refused with VAL_2001); 2 usage error (unknown queue, actor or option);
@@ -58,8 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS until Ctrl-C")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    job = commands.add_parser("job", help="one job's state, history, error and result")
+    job = commands.add_parser("job", help="one job's state, history, progress, log lines, error and result")
     job.add_argument("message_id")
+
+    promote = commands.add_parser("promote", help="run a delayed or retry-waiting job now")
+    promote.add_argument("message_id")
 
     dead = commands.add_parser("dead", help="dead letters").add_subparsers(dest="dead_command", required=True)
     dead_list = dead.add_parser("list", help="list dead letters, newest first")
@@ -84,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     enqueue.add_argument("--unique-key")
     enqueue.add_argument("--delay", type=duration_ms, help="run no sooner than this from now, e.g. 30s")
+    enqueue.add_argument(
+        "--priority", choices=("high", "normal"), help="the high lane, where the queue has one"
+    )
 
     dashboard = commands.add_parser("dashboard", help="serve the web dashboard")
     dashboard.add_argument("--host", default="127.0.0.1")
@@ -148,6 +154,7 @@ def _with_ops(args: argparse.Namespace) -> int:
     handlers: dict[str, Callable[[Ops, argparse.Namespace], int]] = {
         "status": _status,
         "job": _job,
+        "promote": _promote,
         "dead": _dead,
         "pause": _pause_resume,
         "resume": _pause_resume,
@@ -184,6 +191,13 @@ def _job(ops: Ops, args: argparse.Namespace) -> int:
     if status is None:
         raise UsageError(f"no job {args.message_id!r} (never sent, or its state expired)")
     console().print(job_panel(status))
+    return EXIT_OK
+
+
+def _promote(ops: Ops, args: argparse.Namespace) -> int:
+    if not ops.operator.promote(args.message_id):
+        raise UsageError(f"job {args.message_id!r} is not waiting for a delay or a retry")
+    print(f"{args.message_id}: promoted")
     return EXIT_OK
 
 
@@ -251,6 +265,8 @@ def _enqueue(ops: Ops, args: argparse.Namespace) -> int:
         raise UsageError(f"--json is not valid JSON: {exc.msg} at position {exc.pos}") from None
     if not isinstance(payload, dict):
         raise UsageError("--json must be a JSON object of keyword arguments")
+    if args.priority:
+        payload["priority"] = args.priority
     options: dict[str, Any] = {}
     if args.unique_key:
         options["unique_key"] = args.unique_key

@@ -84,6 +84,11 @@ def job_panel(status: dict[str, Any]) -> Panel:
         f"state      {status['state']}",
         f"queue      {status['queue']}    actor {status['actor']}",
         f"attempts   {status['attempts']}",
+        *(
+            [f"progress   {status['progress']:.0f} % {redact_text(status.get('progress_note') or '')}"]
+            if status.get("progress") is not None
+            else []
+        ),
         f"error      {status['error_code'] or '-'} {redact_text(status['error'] or '')}",
         f"enqueued   {status['enqueued_at']}",
         f"started    {status['started_at']}",
@@ -91,5 +96,10 @@ def job_panel(status: dict[str, Any]) -> Panel:
         f"arguments  {json.dumps(status.get('args'), default=str)}",
         f"result     {json.dumps(redact(status['result']), default=str)}",
         "history    " + " -> ".join(f"{h['state']} ({h['at']:%H:%M:%S})" for h in status["history"]),
+        *(
+            ["log lines", *("  " + redact_text(line) for line in status.get("logs") or [])]
+            if status.get("logs")
+            else []
+        ),
     ]
     return Panel("\n".join(lines), title=f"job {status['id']}")

@@ -67,6 +67,35 @@ def test_status_pause_resume_and_enqueue(
     assert cli(real_env, "resume", "email").returncode == 0
     assert stack.api.paused() == set()
 
+    later = cli(
+        real_env,
+        "enqueue",
+        "cleanup",
+        "--delay",
+        "1h",
+        "--json",
+        '{"cleanup_type": "all", "older_than_days": 30}',
+    )
+    assert later.returncode == 0, later.stderr
+    delayed = later.stdout.strip()
+    assert stack.api.status(delayed)["state"] == "delayed"  # type: ignore[index]
+    promoted = cli(real_env, "promote", delayed)
+    assert promoted.returncode == 0 and "promoted" in promoted.stdout
+    again = cli(real_env, "promote", job)  # a queued job: nothing to promote
+    assert again.returncode == 2 and "not waiting" in again.stderr
+
+    high = cli(
+        real_env,
+        "enqueue",
+        "send_email",
+        "--priority",
+        "high",
+        "--json",
+        json.dumps({"to": "ana@example.com", "subject": "Code", "text": "x"}),
+    )
+    assert high.returncode == 0, high.stderr
+    assert stack.api.status(high.stdout.strip())["lane"] == "high"  # type: ignore[index]
+
 
 @pytest.mark.parametrize(
     ("args", "code", "text"),

@@ -28,6 +28,7 @@ from scheduler.gate import Cursor
 from scheduler.health import Heartbeat, Identity, heartbeat_document
 from scheduler.schedules import build_schedules
 from tests.conftest import Stack
+from tests.services.workers import WorkerGroup, clean_environ
 from tests.support.browser import Dashboard, cell, csrf_token, serve_dashboard
 
 USER, PASSWORD, TOKEN = "oncall", "correct-horse-battery", "tok-5f2b9c1e7a"
@@ -76,7 +77,7 @@ def _basic(user: str, password: str) -> str:
 
 
 def _post_paths(d: Dashboard) -> list[str]:
-    params = {"queue": "email", "redis_id": "00000000-0000-4000-8000-000000000000"}
+    params = {"queue": "email", "redis_id": "00000000-0000-4000-8000-000000000000", "message_id": "m-1"}
     paths = []
     for route in d.app.routes:
         if isinstance(route, Route) and route.methods and "POST" in route.methods:
@@ -269,7 +270,7 @@ def test_actions_refuse_posts_without_csrf_proof(dashboard: StartDashboard) -> N
             ({"Origin": origin}, {"csrf_token": "1.abc"}),
         ]
         paths = _post_paths(d)
-        assert len(paths) == 6
+        assert len(paths) == 7
         for path in paths:
             for headers, form in refusals:
                 response = client.post(path, headers=headers, data={**form, "confirm": "email"})
@@ -507,3 +508,30 @@ def test_heartbeat_shapes_are_read_defensively() -> None:
     assert bare.schedules[0].next == datetime(2030, 1, 1, tzinfo=UTC)
     odd = parse_heartbeat("r3", {"schedules": 7, "role": "leader", "extra": {"x": 1}}, None, now)
     assert odd.schedules == [] and odd.leader is True and odd.details == {"extra": '{"x": 1}'}
+
+
+@pytest.mark.slow
+def test_job_page_shows_progress_log_lines_and_runs_a_delayed_job_now(
+    dashboard: StartDashboard, real_env: dict[str, str], worker_group: type[WorkerGroup]
+) -> None:
+    d = dashboard(PROTECTED)
+    group = worker_group(
+        clean_environ(real_env), modules=("tests.support.worker_probe",), processes=1, threads=2
+    )
+    group.wait_ready()
+    ran = d.probes["email"].send(key="busy", progress_steps=2, log_lines=2, password=SECRET).message_id
+    d.stack.api.result(ran, timeout=20)
+    later = d.probes["email"].send_with_options(kwargs={"key": "later"}, delay=3_600_000).message_id
+    with d.client(BASIC) as client:
+        page = client.get(f"/jobs/{ran}").text
+        delayed_page = client.get(f"/jobs/{later}").text
+        token = csrf_token(delayed_page)
+        promoted = client.post(
+            f"/jobs/{later}/promote", headers={"Origin": d.server.url}, data={"csrf_token": token}
+        )
+    assert '<progress max="100" value="100.0">' in page and "step 2 of 2" in page
+    assert 'data-field="logs"' in page and "probe busy line 2 of 2" in page
+    assert SECRET not in page
+    assert "Run now" in delayed_page and "Run now" not in page
+    assert promoted.status_code == 303 and "notice=promoted" in promoted.headers["location"]
+    assert d.stack.api.result(later, timeout=20)["success"] is True

@@ -184,3 +184,10 @@ def test_results_keep_hashes_and_ids_but_not_credentials() -> None:
     assert kept["source"] == "redis://:[REDACTED]@cache/0"
     # in free text (logs, errors) the same hash is treated as a possible key
     assert digest not in redact_text(f"key {digest}")
+
+
+def test_long_paths_with_digits_are_not_taken_for_tokens() -> None:
+    path = "/tmp/pytest-of-root/pytest-43/test_outbox0/outbox/20261128T135912Z.3f4db894-1e9c.eml"
+    assert redact_text(f"wrote {path}") == f"wrote {path}"
+    fernet_like = "gAAAAABrCtAUoW0Q5j-aoCA3VFt1cMtnT1KwFUPt4GrPxMPkaO8yQyD"
+    assert fernet_like not in redact_text(f"token {fernet_like}")

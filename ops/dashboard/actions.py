@@ -125,7 +125,14 @@ def routes(deps: Deps) -> list[BaseRoute]:
         )
         return back(deps, request, form, queue_page(request, queue), "purged", done)
 
+    async def promote(request: Request, form: Form) -> Response:
+        message_id = params.job_id(str(request.path_params["message_id"]))
+        promoted = await run_in_threadpool(operator.promote, message_id)
+        target = deps.link(request, "job", message_id=message_id)
+        return back(deps, request, form, target, "promoted" if promoted else "not_promotable")
+
     actions: list[tuple[str, str, Action]] = [
+        ("/jobs/{message_id}/promote", "promote", promote),
         ("/queues/{queue}/pause", "pause", pause),
         ("/queues/{queue}/resume", "resume", resume),
         ("/queues/{queue}/dead/{redis_id}/retry", "retry_dead", retry),

@@ -25,6 +25,8 @@ NOTICES = {
     "paused": "Queue paused: nothing new starts until it is resumed. Running jobs finish.",
     "resumed": "Queue resumed.",
     "retried": "Dead letter put back on its queue; it starts again at attempt 1.",
+    "promoted": "Asked the fleet to run this job now.",
+    "not_promotable": "This job is not waiting for a delay or a retry, so there is nothing to promote.",
     "retried_all": "{n} dead letter(s) put back on the queue.",
     "deleted": "Dead letter deleted.",
     "purged": "{n} dead letter(s) deleted.",

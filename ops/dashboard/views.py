@@ -250,8 +250,10 @@ def job_json(status: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = iso(value)
         elif key == "history":
             out[key] = [{"state": h["state"], "at": iso(h["at"])} for h in value]
-        elif key == "error":
-            out[key] = safe_text(value)
+        elif key in ("error", "progress_note"):
+            out[key] = safe_text(value) if value else value
+        elif key == "logs":
+            out[key] = [safe_text(line) for line in value or []]
         elif key in ("result", "args"):
             out[key] = safe(value)
         else:
