@@ -25,6 +25,8 @@ from typing import Any
 from pymongo.collection import Collection
 from pymongo.database import Database
 
+from middleware.job_state import report_progress
+
 from ..collections import UTC_CODEC, AggregationType, CollectionNames
 from ..mongo_indexes import AGGREGATE_INDEXES, EVENT_INDEXES, ensure_indexes
 from .pipeline import ALL_TYPES, merge_pipeline
@@ -90,6 +92,7 @@ def aggregate(
         buckets += chunk_buckets
         total_events += chunk_events
         removed += chunk_removed
+        report_progress(100 * number / len(chunks), f"chunk {number}/{len(chunks)}: {chunk}")
         logger.info(
             "Analytics %s roll-up: chunk %d/%d (%s): %d buckets, %d events, %d stale documents removed",
             aggregation_type,

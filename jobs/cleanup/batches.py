@@ -25,6 +25,8 @@ from typing import Any
 
 from pymongo.collection import Collection
 
+from middleware.job_state import report_progress
+
 from ..collections import UTC_CODEC
 from .rules import Slice
 
@@ -93,6 +95,7 @@ def delete_in_windows(
     if oldest is None:
         return 0
     start: datetime = oldest[part.field]
+    first, total_span = start, max(cutoff - start, timedelta(milliseconds=1))
     label = f"{collection.name} ({part.field})"
     batches = _Batches(label, batching, sleep)
     # No count of everything to delete up front: on a large collection that
@@ -117,6 +120,9 @@ def delete_in_windows(
             batches.after(collection.delete_many(window).deleted_count, end)
         start = end
         width = _scaled(width, batching.size / found if found else _MAX_STEP)
+        if found:
+            # How far through the time span this slice covers: real progress without a count.
+            report_progress(100 * (start - first) / total_span, f"{label}: {batches.deleted} deleted")
     logger.info("Cleanup of %s: deleted %d in %d batches", label, batches.deleted, batches.batches)
     return batches.deleted
 
