@@ -85,6 +85,8 @@ def test_operator_session_in_chromium(
         for i in range(2):
             p["analytics"].send_with_options(kwargs={"key": f"later{i}"}, delay=600_000)  # delayed
         done = [p["email"].send(key=f"ok{i}").message_id for i in range(5)]
+        busy = p["email"].send(key="busy", progress_steps=4, log_lines=3).message_id  # progress + log lines
+        done.append(busy)
         done.append(p["email"].send(key="flaky", fail_times=1).message_id)  # retried once, then succeeds
         dead = p["email"].send(key="dead", fail_times=1, error_code="VAL_2001").message_id  # ok when retried
         broken = p["image-processing"].send(key="broken", fail_times=9, error_code="FILE_4004").message_id
@@ -119,7 +121,7 @@ def test_operator_session_in_chromium(
                 ("cleanup", "waiting"): "3",
                 ("cleanup", "state"): "Paused",
                 ("analytics", "delayed"): "2",
-                ("email", "succeeded_1h"): "6",
+                ("email", "succeeded_1h"): "7",
                 ("email", "failed_1h"): "1",
                 ("email", "dead"): "1",
                 ("email", "state"): "Active",
@@ -176,6 +178,12 @@ def test_operator_session_in_chromium(
             expect(_cell(page, "email", "state")).to_have_text("Active")
             assert api.result(held, timeout=20)["success"] is True
             assert api.paused() == {"cleanup"}
+
+            # A job's page shows its progress and the log lines it emitted.
+            page.goto(f"{d.url}/jobs/{busy}")
+            expect(page.locator('[data-field="progress"] progress')).to_have_attribute("value", "100.0")
+            expect(page.locator('[data-field="progress"]')).to_contain_text("step 4 of 4")
+            expect(page.locator('[data-field="logs"]')).to_contain_text("probe busy line 3 of 3")
 
             assert problems == [], problems
     assert SCREENSHOT.stat().st_size > 10_000
