@@ -208,18 +208,26 @@ class FleetConsumer(Consumer):
         due_in_s = None if next_due is None else (next_due - time.time() * 1000) / 1000
         if due_in_s is not None and due_in_s <= 0:
             return
-        if due_in_s is None or due_in_s >= self._idle_wait_s:
-            self.broker.client.blpop([self._wake_key], timeout=self._idle_wait_s)
+        idle_wait_s = 0.05 if self.broker.stopping.is_set() else self._idle_wait_s
+        wake_keys = [self._wake_key, self.broker.process_wake_key]
+        if due_in_s is None or due_in_s >= idle_wait_s:
+            self._relay(self.broker.client.blpop(wake_keys, timeout=idle_wait_s))
             return
         # Redis times blocked clients out on its own cron (10 Hz by default),
         # up to ~100 ms late: block until shortly before the due time, then
         # sleep the rest here.
         deadline = time.monotonic() + due_in_s
         woken = due_in_s > REDIS_TIMEOUT_SLACK_S + 0.01 and self.broker.client.blpop(
-            [self._wake_key], timeout=due_in_s - REDIS_TIMEOUT_SLACK_S
+            wake_keys, timeout=due_in_s - REDIS_TIMEOUT_SLACK_S
         )
+        self._relay(woken or None)
         if not woken:
             time.sleep(max(0.0, deadline - time.monotonic()))
+
+    def _relay(self, popped: Any) -> None:
+        """Pass the shutdown wake-up on: one token reaches every consumer of this process in turn."""
+        if popped and popped[0].decode() == self.broker.process_wake_key:
+            self.broker.client.rpush(self.broker.process_wake_key, b"1")
 
     def close(self) -> None:
         # Messages fetched but never handed to the worker go back to the head.
