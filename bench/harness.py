@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -140,9 +140,10 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
 class ProcessGroup:
     """One or more commands, each in its own session, stopped together (also on Ctrl-C: see stop_all).
 
-    ``ready_marker`` is a line fragment each ready process prints once; the
-    group is ready when ``ready_count`` lines carry it. Output is kept in
-    ``lines`` (read by a thread, so a chatty worker never blocks on its pipe).
+    Output goes to a temporary file, not to a pipe this process reads: a
+    worker logging a line per job would otherwise make the benchmark spend
+    CPU on every line. ``ready_marker`` is a line fragment each ready process
+    prints once; the group is ready when ``ready_count`` lines carry it.
     Start groups from the main thread: the children die with the thread that
     forked them.
     """
@@ -159,8 +160,9 @@ class ProcessGroup:
     ) -> None:
         self.ready_marker = ready_marker
         self.ready_count = ready_count
-        self.lines: list[str] = []
-        self.procs: list[subprocess.Popen[str]] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        self.tail = ""  # the last lines printed, kept when the group stops
         ProcessGroup.live.add(self)
         full_env = {**os.environ, **env}
         for command in commands:
@@ -168,14 +170,13 @@ class ProcessGroup:
                 command,
                 cwd=REPO,
                 env=full_env,
-                stdout=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
                 stderr=subprocess.STDOUT,
-                text=True,
                 start_new_session=True,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - started from the main thread only
             )
             self.procs.append(proc)
-            threading.Thread(target=self._read, args=(proc,), daemon=True).start()
 
     @classmethod
     def dramatiq(
@@ -188,15 +189,24 @@ class ProcessGroup:
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
 
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            self.lines.append(line)
+    @property
+    def lines(self) -> list[str]:
+        """Everything the group has printed so far."""
+        if self._log.closed:
+            return []
+        # pread: the children write through the same file offset, which must not move
+        fd = self._log.fileno()
+        data = os.pread(fd, os.fstat(fd).st_size, 0)
+        return data.decode(errors="replace").splitlines(keepends=True)
 
-    def wait_ready(self, timeout: float = 60) -> None:
+    def wait_ready(self, timeout: float = 60, also: Callable[[], bool] | None = None) -> None:
+        """Wait for the ready lines, or for ``also()`` to say the group is working (a job done:
+        a worker that logs only warnings never prints its ready line)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if sum(self.ready_marker in line for line in list(self.lines)) >= self.ready_count:
+                return
+            if also is not None and also():
                 return
             if any(p.poll() is not None for p in self.procs):
                 break
@@ -217,6 +227,8 @@ class ProcessGroup:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         ProcessGroup.live.discard(self)
+        self.tail = "".join(self.lines[-40:])
+        self._log.close()
 
     @classmethod
     def stop_all(cls) -> None:

@@ -116,6 +116,31 @@ def shapes(dsn: str) -> dict[str, Shape]:
                 unique_keys=True,
             ),
             Shape("celery", "(c) Celery, threads", "bench.celery_app", celery=True),
+            # Diagnostics (not in the default runs): one part of "everything on" changed at a time.
+            Shape(
+                "ours-cap-high",
+                "ours, email cap 1000 (never binding)",
+                "bench.stack_worker",
+                {**everything_on, "EMAIL_CONCURRENCY": "1000"},
+            ),
+            Shape(
+                "ours-quiet",
+                "ours, LOG_LEVEL=WARNING (no line per job)",
+                "bench.stack_worker",
+                {**everything_on, "LOG_LEVEL": "WARNING"},
+            ),
+            Shape(
+                "ours-nosentry",
+                "ours, no SENTRY_DSN",
+                "bench.stack_worker",
+                {k: v for k, v in everything_on.items() if k != "SENTRY_DSN"},
+            ),
+            Shape(
+                "ours-bare",
+                "ours bare: policy middleware, no state/unique, Dramatiq's consumer",
+                "bench.stack_worker",
+                {**everything_on, "BENCH_VARIANT": "bare"},
+            ),
         )
     }
 
@@ -125,7 +150,8 @@ def shape_env(shape: Shape, url: str, ns: str) -> dict[str, str]:
         "ENABLE_BACKGROUND_JOBS": "true",
         "REDIS_URL": url,
         "REDIS_NAMESPACE": ns,
-        # a cap at the worker threads: the caps machinery runs without limiting
+        # The email cap at the fleet's worker threads (2 x 5): caps are enforced and never hold a
+        # thread idle. (A fetched message holds a slot, so this cap also bounds prefetch.)
         "EMAIL_CONCURRENCY": "10",
         **shape.env,
     }
@@ -294,7 +320,7 @@ def run_once(client: redis.Redis, url: str, shape: Shape, jobs: int, prefix: str
             enqueue_rate = jobs / (time.perf_counter() - started)
             enqueue = redis_delta(before, redis_snapshot(client))
             group = start_workers(shape, env)
-            group.wait_ready()
+            group.wait_ready(also=lambda: int(client.get(sender.counter) or 0) > 0)
             pids = worker_pids(group)  # listed once: reading their CPU is then quick
             while int(client.get(sender.counter) or 0) == 0:
                 time.sleep(0.002)
