@@ -180,6 +180,14 @@ class Settings(BaseModel):
     image_fetch_ports: str = Field("80,443", alias="IMAGE_FETCH_PORTS")
     # Test-only: host:port pairs exempt from the address and port rules; refused in production.
     image_fetch_allow_hosts: str = Field("", alias="IMAGE_FETCH_ALLOW_HOSTS")
+    # Child processes per worker process that decode and transform (docs/images.md,
+    # "Sandbox"); 0 runs the pipeline in the worker thread, without that protection.
+    image_sandbox_processes: Annotated[int, Field(ge=0, le=64)] = Field(2, alias="IMAGE_SANDBOX_PROCESSES")
+    # Address space of each child in MiB (0: no cap). A 60 MP AVIF encode needs over
+    # 2 GiB of it; 4 GiB leaves room for the largest outputs IMAGE_MAX_PIXELS allows.
+    image_sandbox_max_memory_mb: Annotated[int, Field(ge=0, le=1024 * 1024)] = Field(
+        4096, alias="IMAGE_SANDBOX_MAX_MEMORY_MB"
+    )
 
     @field_validator("image_public_base_url")
     @classmethod
@@ -205,6 +213,11 @@ class Settings(BaseModel):
             )
         if self.image_fetch_timeout_s >= self.image_time_limit_s:
             raise ValueError("IMAGE_FETCH_TIMEOUT_S must be shorter than IMAGE_TIME_LIMIT_S")
+        if 0 < self.image_sandbox_max_memory_mb < 1024:
+            raise ValueError(
+                "IMAGE_SANDBOX_MAX_MEMORY_MB must be 0 (no cap) or at least 1024: the decoder "
+                "libraries alone take ~250 MiB of address space, a 60 MP image 180 MiB per copy"
+            )
         return self
 
     @property

@@ -9,7 +9,8 @@ each boundary (fetch, decode, storage); see ``docs/images.md``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
     from ..settings import Settings
     from .encode import Encoded
     from .fetch import ImageFetcher
-    from .pipeline import Limits
+    from .pipeline import Limits, Outputs
+    from .sandbox import ImageSandbox
     from .steps import Step
     from .storage import ImageStore
 
@@ -42,6 +44,32 @@ class _Parts:
         self.fetcher: ImageFetcher = ImageFetcher(FetchPolicy.from_settings(settings))
         self.store: ImageStore = open_store(settings, runtime)
         self.limits: Limits = Limits(max_pixels=settings.image_max_pixels)
+        self.time_limit_ms: int = settings.queue_policy("image-processing").time_limit_ms
+        self.sandbox: ImageSandbox | None = None
+        if settings.image_sandbox_processes:
+            from .sandbox import SandboxPolicy, sandbox_for
+
+            self.sandbox = sandbox_for(SandboxPolicy.from_settings(settings))
+
+    def process(
+        self, data: bytes, steps: Sequence[Step], variants: Mapping[str, Sequence[Step]], started: float
+    ) -> Outputs:
+        """The pipeline: in the sandbox, with what is left of the job's time limit; else in this thread."""
+        from .pipeline import process
+
+        if self.sandbox is None:
+            return process(data, steps, variants, self.limits)
+        remaining_s = _time_limit_ms(self.time_limit_ms) / 1000 - (time.monotonic() - started)
+        return self.sandbox.process(data, steps, variants, self.limits, remaining_s)
+
+
+def _time_limit_ms(default_ms: int) -> int:
+    """The current message's own ``time_limit`` option, else the queue's (as QueueTimeLimit resolves it)."""
+    from dramatiq.middleware import CurrentMessage
+
+    message = CurrentMessage.get_current_message()
+    limit = message.options.get("time_limit") if message is not None else None
+    return int(limit) if limit else default_ms
 
 
 def make_image_job(runtime: Runtime, settings: Settings) -> Callable[[ImagePayload], JobResult]:
@@ -50,9 +78,9 @@ def make_image_job(runtime: Runtime, settings: Settings) -> Callable[[ImagePaylo
     parts: list[_Parts] = []
 
     def process_image(payload: ImagePayload) -> JobResult:
-        from .pipeline import process
         from .steps import parse_chain, parse_variants
 
+        started = time.monotonic()
         with lock:
             if not parts:
                 parts.append(_Parts(runtime, settings))
@@ -60,7 +88,7 @@ def make_image_job(runtime: Runtime, settings: Settings) -> Callable[[ImagePaylo
         steps = parse_chain(payload.transformations)
         variants = parse_variants(payload.variants or {})
         data = p.fetcher.fetch(payload.image_url)
-        outputs = process(data, steps, variants, p.limits)
+        outputs = p.process(data, steps, variants, started)
         result: JobResult = {"success": True, **_stored(p.store, payload.image_url, steps, outputs.main)}
         if variants:
             result["variants"] = {
