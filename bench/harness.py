@@ -314,3 +314,58 @@ def percentile(values: list[float], p: float) -> float:
         return float("nan")
     rank = max(1, math.ceil(p / 100 * len(ordered)))
     return ordered[rank - 1]
+
+
+def git_state() -> str:
+    """The commit measured, and whether the system's code differed from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "middleware", "jobs"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit} (with uncommitted changes in middleware/ or jobs/)" if dirty else commit
+
+
+def redis_where(url: str | None) -> str:
+    return "a private redis-server started by the runner" if url is None else "the Redis at --redis-url"
+
+
+def facts(client: redis.Redis, where: str, load_before: str) -> str:
+    """The lines every comparison result starts with: date, machine, versions, code, load."""
+    v = ", ".join(f"{k} {x}" for k, x in versions(client).items())
+    return (
+        f"- date: {today()}; machine: {machine()}\n"
+        f"- versions: {v}; Redis is {where}, on loopback\n"
+        f"- code: commit {git_state()}\n"
+        f"- load average (1, 5, 15 min) before: {load_before}; after: {load_average()}"
+    )
+
+
+_DATA = "<!-- bench-data "
+
+
+def with_data(text: str, data: Any) -> str:
+    """A result text with its numbers attached, machine-readable, for BENCHMARKS.md to be built from."""
+    import json
+
+    return f"{text.rstrip()}\n\n{_DATA}{json.dumps(data, sort_keys=True)} -->\n"
+
+
+def read_data(path: Path) -> Any:
+    """The numbers attached to a result file by with_data (None if there are none)."""
+    import json
+
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        if line.startswith(_DATA) and line.endswith(" -->"):
+            return json.loads(line[len(_DATA) : -len(" -->")])
+    return None

@@ -18,20 +18,25 @@ import argparse
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import redis
 
 from bench.harness import (
     ProcessGroup,
     bench_redis,
+    facts,
     load_average,
     namespace,
+    redis_where,
     stopped_on_exit,
+    with_data,
     write_result,
 )
 from bench.latency import warm_up
 from bench.measure import RedisDelta, per, redis_delta, redis_snapshot
-from bench.throughput import Sender, Shape, redis_facts, sentry_sink, shape_env, shapes, start_workers
+from bench.throughput import Sender, Shape, sentry_sink, shape_env, shapes, start_workers
 
 PROCESSES = 2
 
@@ -77,7 +82,7 @@ def measure_shape(
             group = start_workers(shape, env, processes=PROCESSES)
             group.wait_ready()
             warm_up(client, sender)
-            time.sleep(2.0)  # past any back-off ramp and the first keeper ticks
+            time.sleep(min(2.0, window / 2))  # past any back-off ramp and the first keeper ticks
             before = redis_snapshot(client)
             time.sleep(window)
             delta = redis_delta(before, redis_snapshot(client))
@@ -110,8 +115,10 @@ def report(results: list[Idle], args: argparse.Namespace, facts: str) -> str:
     return f"""# Idle fleet: Redis load and wake-up latency
 
 {facts}
-- command: `python -m bench idle --window {args.window:g} --probes {args.probes} --gap {args.gap:g}`
-- workers: {PROCESSES} processes x 5 threads per shape, started fresh, warmed up with 20 probes, then 2 s idle
+- command: `python -m bench idle --window {args.window:g} --probes {args.probes} --gap {args.gap:g}
+  --shapes {args.shapes}`
+- workers: {PROCESSES} processes x 5 threads per shape, started fresh, warmed up with 20 probes,
+  then {min(2.0, args.window / 2):g} s idle
 - idle load: INFO deltas over {args.window:g} s in which the runner sends nothing; commands include
   Lua-internal calls; requests are read events (round trips); both per worker process and second
 - wake: probes sent one at a time, {args.gap:g} s after the previous one started; latency from just
@@ -126,7 +133,22 @@ Idle commands per process and second, by command:
 """
 
 
-def main(argv: list[str]) -> int:
+def summary_data(results: list[Idle]) -> dict[str, Any]:
+    return {
+        "idle": {
+            idle.shape: {
+                "wake_median": statistics.median(idle.wakes_ms),
+                "wake_max": max(idle.wakes_ms),
+                "wakes": idle.wakes_ms,
+                "cmds_per_process_s": idle.commands_per_process_s,
+                "requests_per_process_s": idle.requests_per_process_s,
+            }
+            for idle in results
+        }
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench idle")
     parser.add_argument("--window", type=float, default=10.0, help="idle seconds counted")
     parser.add_argument("--probes", type=int, default=15)
@@ -134,20 +156,29 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--shapes", default="raw,raw-100ms,celery,ours")
     parser.add_argument("--redis-url", help="benchmark against this Redis instead of a private one")
     parser.add_argument("--prefix", default="bench", help="key namespace prefix")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace, url: str, where: str) -> Path:
     catalog = shapes(sentry_sink())
-    with stopped_on_exit(), bench_redis(args.redis_url) as url:
-        client = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(url)
+    try:
         load_before = load_average()
         results = [
             measure_shape(client, url, catalog[name], args.window, args.probes, args.gap, args.prefix)
             for name in args.shapes.split(",")
         ]
-        facts = redis_facts(client, args.redis_url)
-        facts += f"\n- load average (1, 5, 15 min) before: {load_before}; after: {load_average()}"
+        text = report(results, args, facts(client, where, load_before))
+    finally:
         client.close()
-    text = report(results, args, facts)
-    path = write_result("idle", text)
+    path = write_result("idle", with_data(text, summary_data(results)))
     print(text)
     print(f"written to {path}")
+    return path
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    with stopped_on_exit(), bench_redis(args.redis_url) as url:
+        run(args, url, redis_where(args.redis_url))
     return 0

@@ -18,19 +18,24 @@ import argparse
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import redis
 
 from bench.harness import (
     ProcessGroup,
     bench_redis,
+    facts,
     load_average,
     namespace,
     percentile,
+    redis_where,
     stopped_on_exit,
+    with_data,
     write_result,
 )
-from bench.throughput import Sender, Shape, redis_facts, sentry_sink, shape_env, shapes, start_workers
+from bench.throughput import Sender, Shape, sentry_sink, shape_env, shapes, start_workers
 
 #: Shapes that also run at the high rate.
 HIGH_RATE_SHAPES = ("raw", "ours")
@@ -159,7 +164,8 @@ def report(runs: list[Run], args: argparse.Namespace, facts: str) -> str:
     return f"""# Enqueue-to-start latency at a steady rate
 
 {facts}
-- command: `python -m bench latency --seconds {args.seconds:g} --rates {args.rates} --rounds {args.rounds}`
+- command: `python -m bench latency --seconds {args.seconds:g} --rates {args.rates} --rounds {args.rounds}
+  --shapes {args.shapes}`
 - workers: 2 processes x 5 threads per shape, started fresh and warmed up with 20 probes; one
   paced producer thread (absolute schedule) sends probes carrying `sent_at`; each job records
   its start time first thing; latency = start - sent_at (same clock), nearest-rank percentiles
@@ -171,7 +177,15 @@ def report(runs: list[Run], args: argparse.Namespace, facts: str) -> str:
 """
 
 
-def main(argv: list[str]) -> int:
+def summary_data(runs: list[Run]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for run in runs:
+        entry = out.setdefault(run.shape, {}).setdefault(f"{run.rate:g}", [])
+        entry.append({f"p{p}": run.pct(p) for p in (50, 90, 95, 99)} | {"max": max(run.latencies_ms)})
+    return {"latency": out}
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench latency")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rates", default="100,500", help="jobs/s; the highest only for raw and ours")
@@ -179,17 +193,26 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--shapes", default="raw,raw-100ms,celery,ours")
     parser.add_argument("--redis-url", help="benchmark against this Redis instead of a private one")
     parser.add_argument("--prefix", default="bench", help="key namespace prefix")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace, url: str, where: str) -> Path:
     rates = [float(r) for r in args.rates.split(",")]
-    with stopped_on_exit(), bench_redis(args.redis_url) as url:
-        client = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(url)
+    try:
         load_before = load_average()
         runs = measure(client, url, args.shapes.split(","), rates, args.seconds, args.rounds, args.prefix)
-        facts = redis_facts(client, args.redis_url)
-        facts += f"\n- load average (1, 5, 15 min) before: {load_before}; after: {load_average()}"
+        text = report(runs, args, facts(client, where, load_before))
+    finally:
         client.close()
-    text = report(runs, args, facts)
-    path = write_result("latency", text)
+    path = write_result("latency", with_data(text, summary_data(runs)))
     print(text)
     print(f"written to {path}")
+    return path
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    with stopped_on_exit(), bench_redis(args.redis_url) as url:
+        run(args, url, redis_where(args.redis_url))
     return 0

@@ -38,6 +38,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -45,12 +46,12 @@ import redis
 from bench.harness import (
     ProcessGroup,
     bench_redis,
+    facts,
     load_average,
-    machine,
     namespace,
+    redis_where,
     stopped_on_exit,
-    today,
-    versions,
+    with_data,
     write_result,
 )
 from bench.measure import RedisDelta, cpu_seconds, descendants, per, redis_delta, redis_snapshot
@@ -86,6 +87,10 @@ class Shape:
     env: Mapping[str, str] = field(default_factory=dict)
     celery: bool = False
     unique_keys: bool = False
+
+
+#: What `python -m bench throughput` and `all` compare; the other shapes are diagnostics.
+DEFAULT_SHAPES = "raw,ours,ours-unique,celery,ours-quiet"
 
 
 def shapes(dsn: str) -> dict[str, Shape]:
@@ -394,8 +399,8 @@ def report(
     return f"""# Throughput: raw Dramatiq, our stack, Celery
 
 {facts}
-- command: `python -m bench throughput --jobs {args.jobs} --rounds {args.rounds}`; shapes alternate
-  order every round; medians (min-max) over rounds
+- command: `python -m bench throughput --jobs {args.jobs} --rounds {args.rounds} --shapes {args.shapes}`;
+  shapes alternate order every round; medians (min-max) over rounds
 - workers: 2 processes x 5 threads (`dramatiq MODULE --processes 2 --threads 5`; Celery: two
   `celery worker --pool threads --concurrency 5`); no-op jobs (one Redis command each) on `email`;
   enqueue from one producer thread, then the drain is timed from the first job done to the last
@@ -439,33 +444,49 @@ def measure(
     return results
 
 
-def redis_facts(client: redis.Redis, url: str | None) -> str:
-    v = versions(client)
-    where = "a private redis-server started by the runner" if url is None else "the Redis at --redis-url"
-    return (
-        f"- date: {today()}; machine: {machine()}\n"
-        f"- versions: {', '.join(f'{k} {x}' for k, x in v.items())}; Redis is {where}, on loopback"
-    )
+def summary_data(results: dict[str, list[Sample]], catalog: dict[str, Shape]) -> dict[str, Any]:
+    shapes_data = {
+        name: {
+            "title": catalog[name].title,
+            "drain": [s.drain_rate for s in samples],
+            "enqueue": [s.enqueue_rate for s in samples],
+            "cmds_per_job": _median(samples, "commands_per_job"),
+            "requests_per_job": _median(samples, "requests_per_job"),
+            "worker_cpu_ms": _median(samples, "worker_cpu_ms_per_job"),
+            "redis_cpu_ms": _median(samples, "redis_cpu_ms_per_job"),
+        }
+        for name, samples in results.items()
+    }
+    return {"shapes": shapes_data}
 
 
-def main(argv: list[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench throughput")
     parser.add_argument("--jobs", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--shapes", default="raw,ours,ours-unique,celery")
+    parser.add_argument("--shapes", default=DEFAULT_SHAPES, help=f"any of: {', '.join(shapes('x'))}")
     parser.add_argument("--redis-url", help="benchmark against this Redis instead of a private one")
     parser.add_argument("--prefix", default="bench", help="key namespace prefix")
-    args = parser.parse_args(argv)
-    names = args.shapes.split(",")
-    with stopped_on_exit(), bench_redis(args.redis_url) as url:
-        client = redis.Redis.from_url(url)
+    return parser
+
+
+def run(args: argparse.Namespace, url: str, where: str) -> Path:
+    client = redis.Redis.from_url(url)
+    try:
         load_before = load_average()
-        results = measure(client, url, names, args.jobs, args.rounds, args.prefix)
-        facts = redis_facts(client, args.redis_url)
-        facts += f"\n- load average (1, 5, 15 min) before: {load_before}; after: {load_average()}"
-        text = report(results, shapes("http://x@127.0.0.1/1"), args, facts)
+        results = measure(client, url, args.shapes.split(","), args.jobs, args.rounds, args.prefix)
+        catalog = shapes("http://x@127.0.0.1/1")
+        text = report(results, catalog, args, facts(client, where, load_before))
+    finally:
         client.close()
-    path = write_result("throughput", text)
+    path = write_result("throughput", with_data(text, summary_data(results, catalog)))
     print(text)
     print(f"written to {path}")
+    return path
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    with stopped_on_exit(), bench_redis(args.redis_url) as url:
+        run(args, url, redis_where(args.redis_url))
     return 0
