@@ -45,6 +45,9 @@ class FleetBroker(RedisBroker):
     heartbeat_timeout: ms without a heartbeat after which a worker is dead.
     lease_ms: how long a concurrency lease lives unless renewed (default: heartbeat_timeout).
     idle_wait_ms: longest an idle consumer blocks on its wake list before fetching anyway.
+      Everything that makes work available pushes a wake token (enqueue, a freed
+      slot, requeue, recovery, resume, promote, shutdown), so this only bounds the
+      wait for messages written by other clients; longer means less idle load.
     high_lanes: queues that get a high-priority lane (``{queue}.HI``), sharing their
       slots and dead letters; the normal lane fetches nothing while the high one has waiting messages.
     """
@@ -55,14 +58,17 @@ class FleetBroker(RedisBroker):
         caps: Mapping[str, int],
         heartbeat_timeout: int,
         lease_ms: int | None = None,
-        idle_wait_ms: int = 2000,
+        idle_wait_ms: int = 10_000,
         high_lanes: frozenset[str] = frozenset(),
         **kwargs: Any,
     ) -> None:
         super().__init__(heartbeat_timeout=heartbeat_timeout, **kwargs)  # type: ignore[no-untyped-call]
         self.caps = dict(caps)
         self.lease_ms = lease_ms or heartbeat_timeout
-        self.idle_wait_ms = idle_wait_ms
+        # A blocking read must end before the client's socket times out.
+        socket_timeout = self.client.connection_pool.connection_kwargs.get("socket_timeout")
+        limit_ms = int((float(socket_timeout) - 1) * 1000) if socket_timeout else idle_wait_ms
+        self.idle_wait_ms = max(100, min(idle_wait_ms, limit_ms))
         # Queues with a high-priority lane ("email" -> "email.HI"), consumed first.
         self.high_lanes = frozenset(high_lanes)
         for queue_name in sorted(self.high_lanes):

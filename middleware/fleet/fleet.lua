@@ -151,21 +151,20 @@ elseif command == "requeue" then
     end
     return 1
 
--- renew: ARGV[4] lease ms, ARGV[5..] queue, id pairs held by this worker
-elseif command == "renew" then
+-- tick: the keeper's one call per interval: renew leases, then recover.
+-- ARGV[4] lease ms, ARGV[5] heartbeat timeout ms, ARGV[6] held pairs N,
+-- ARGV[7..6+2N] queue, id pairs, then queue names (with .DQ twins)
+-- returns how many messages of dead workers went back to their queues
+elseif command == "tick" then
     local expiry = now + tonumber(ARGV[4])
-    for i = 5, #ARGV, 2 do
+    local pairs_end = 6 + 2 * tonumber(ARGV[6])
+    for i = 7, pairs_end, 2 do
         redis.call("zadd", slots_key(ARGV[i]), "XX", expiry, ARGV[i + 1])
     end
-    return 1
-
--- recover: ARGV[4] heartbeat timeout ms, ARGV[5..] queue names (with .DQ twins)
--- returns how many messages of dead workers went back to their queues
-elseif command == "recover" then
-    local dead = redis.call("zrangebyscore", heartbeats, "-inf", now - tonumber(ARGV[4]))
+    local dead = redis.call("zrangebyscore", heartbeats, "-inf", now - tonumber(ARGV[5]))
     local requeued = 0
     for _, w in ipairs(dead) do
-        for i = 5, #ARGV do
+        for i = pairs_end + 1, #ARGV do
             local q = ARGV[i]
             local acks = acks_key(w, q)
             local ids = redis.call("smembers", acks)

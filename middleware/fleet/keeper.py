@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("middleware.fleet")
 
+# The worker's description (for operators) changes rarely: refresh it every
+# fifth tick; its expiry covers the gap.
+DESCRIBE_EVERY = 5
+
 
 class Keeper(threading.Thread):
     def __init__(self, broker: FleetBroker, interval_s: float) -> None:
@@ -33,6 +37,7 @@ class Keeper(threading.Thread):
         self.broker = broker
         self.interval_s = interval_s
         self.stopped = threading.Event()
+        self.ticks = 0
         self.info: dict[str, str | int] = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -47,10 +52,13 @@ class Keeper(threading.Thread):
     def tick(self) -> None:
         broker = self.broker
         try:
-            broker.fleet.renew(broker.lease_ms, broker.held_messages())
             queues = sorted(broker.get_declared_queues() | broker.delay_queues)
-            self._describe(queues)
-            recovered = broker.fleet.recover(broker.heartbeat_timeout, queues)
+            if self.ticks % DESCRIBE_EVERY == 0:
+                self._describe(queues)
+            self.ticks += 1
+            recovered = broker.fleet.tick(
+                broker.lease_ms, broker.held_messages(), broker.heartbeat_timeout, queues
+            )
             if recovered:
                 logger.warning("Requeued %d in-flight messages of dead workers.", recovered)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -63,7 +71,7 @@ class Keeper(threading.Thread):
         info: dict[str | bytes, str | int] = {k: v for k, v in self.info.items()}
         info["queues"] = ",".join(q for q in queues if "." not in q)
         pipe.hset(key, mapping=info)  # type: ignore[arg-type]  # redis-py wants an invariant key union
-        pipe.pexpire(key, self.broker.heartbeat_timeout * 2)
+        pipe.pexpire(key, int(self.interval_s * 1000 * DESCRIBE_EVERY) + self.broker.heartbeat_timeout)
         pipe.execute()
 
     def stop(self) -> None:

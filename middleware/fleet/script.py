@@ -49,13 +49,12 @@ class FleetScript:
         if redis_ids:
             self._call("requeue", queue, *redis_ids)
 
-    def renew(self, lease_ms: int, held: Iterable[tuple[str, str]]) -> None:
-        """Extend the leases of (queue, redis id) pairs this process holds; also a heartbeat."""
-        self._call("renew", lease_ms, *(part for pair in held for part in pair))
-
-    def recover(self, heartbeat_timeout_ms: int, queues: Iterable[str]) -> int:
-        """Requeue the in-flight messages of workers whose heartbeat is too old; returns how many."""
-        return int(self._call("recover", heartbeat_timeout_ms, *queues))
+    def tick(
+        self, lease_ms: int, held: Sequence[tuple[str, str]], heartbeat_timeout_ms: int, queues: Iterable[str]
+    ) -> int:
+        """One keeper round trip: heartbeat, lease renewal, recovery; returns how many were requeued."""
+        flat = [part for pair in held for part in pair]
+        return int(self._call("tick", lease_ms, heartbeat_timeout_ms, len(held), *flat, *queues))
 
 
 def deferred_scripts() -> list[LuaScript]:
