@@ -1,7 +1,7 @@
 """The whole suite in one run: raw Dramatiq, our stack and Celery side by side, the per-job
 benchmarks, and BENCHMARKS.md regenerated from the results.
 
-    python -m bench all                 # ~8 min: bench/results/{throughput,latency,idle}.md, BENCHMARKS.md
+    python -m bench all                 # ~7-8 min: bench/results/{throughput,latency,idle}.md, BENCHMARKS.md
     python -m bench all --quick         # ~1 min smoke run, into a temporary directory (or --out DIR)
     python -m bench all --report-only   # rebuild BENCHMARKS.md from the result files
 
@@ -44,7 +44,7 @@ class Plan:
 PLANS = {
     "full": Plan(
         comparisons={
-            "throughput": ["--jobs", "4000", "--rounds", "3"],
+            "throughput": ["--jobs", "4000", "--rounds", "5"],
             "latency": ["--seconds", "10", "--rates", "100,500"],
             "idle": ["--window", "10", "--probes", "15", "--gap", "1.5"],
         },
@@ -115,10 +115,12 @@ def run_jobs(plan: Plan, scratch: Path) -> dict[str, str]:
 
 
 def _body(text: str) -> str:
-    """A result file as a section: its title one level down, without the attached data."""
-    lines = [line for line in text.splitlines() if not line.startswith("<!-- bench-data ")]
-    if lines and lines[0].startswith("# "):
-        lines[0] = "###" + lines[0][1:]
+    """A result file as a subsection: every heading two levels down, without the attached data."""
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("<!-- bench-data "):
+            continue
+        lines.append("##" + line if re.match(r"#+ ", line) else line)
     return "\n".join(lines).strip()
 
 

@@ -111,8 +111,9 @@ def redis_delta(
 
 
 def per(counts: dict[str, int], n: float) -> str:
-    """``name x.xx`` per unit, largest first."""
-    return ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    """``name x.xx`` per unit, largest first; counts that round to 0.00 are left out."""
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{k} {v / n:.2f}" for k, v in ordered if v / n >= 0.005)
 
 
 def descendants(pid: int) -> list[int]:
