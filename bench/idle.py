@@ -15,6 +15,7 @@ line. The runner waits for each probe with BLPOP, so it polls nothing.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ class Idle:
     window_s: float
     delta: RedisDelta
     wakes_ms: list[float]
+    load: float  # the machine's 1-minute load average when the probes ended
 
     @property
     def commands_per_process_s(self) -> float:
@@ -91,7 +93,7 @@ def measure_shape(
             if group is not None:
                 group.stop()
             sender.close()
-    idle = Idle(shape.name, window, delta, wakes)
+    idle = Idle(shape.name, window, delta, wakes, os.getloadavg()[0])
     print(
         f"{shape.name:>10}: idle {idle.commands_per_process_s:5.1f} cmds/s/process "
         f"({idle.requests_per_process_s:4.1f} requests/s/process); wake median "
@@ -109,7 +111,7 @@ def report(results: list[Idle], args: argparse.Namespace, facts: str) -> str:
         rows.append(
             f"| {catalog[idle.shape].title} | {statistics.median(wakes):.1f} | {max(wakes):.1f} "
             f"| {min(wakes):.1f} | {len(wakes)} | {idle.commands_per_process_s:.1f} "
-            f"| {idle.requests_per_process_s:.1f} |"
+            f"| {idle.requests_per_process_s:.1f} | {idle.load:.1f} |"
         )
         detail.append(f"- {idle.shape}: {per(idle.delta.calls, idle.window_s * PROCESSES)}")
     return f"""# Idle fleet: Redis load and wake-up latency
@@ -120,12 +122,12 @@ def report(results: list[Idle], args: argparse.Namespace, facts: str) -> str:
 - workers: {PROCESSES} processes x 5 threads per shape, started fresh, warmed up with 20 probes,
   then {min(2.0, args.window / 2):g} s idle
 - idle load: INFO deltas over {args.window:g} s in which the runner sends nothing; commands include
-  Lua-internal calls; requests are read events (round trips); both per worker process and second
+  Lua-internal calls; requests (req) are read events (round trips); both per worker process and second
 - wake: probes sent one at a time, {args.gap:g} s after the previous one started; latency from just
   before `send()` to the job's first line
 
-| shape | wake median ms | wake max ms | wake min ms | probes | idle cmds/s/proc | idle requests/s/proc |
-|---|---|---|---|---|---|---|
+| shape | wake median ms | wake max ms | wake min ms | probes | idle cmds/s/proc | idle req/s/proc | load |
+|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
 Idle commands per process and second, by command:
@@ -142,6 +144,7 @@ def summary_data(results: list[Idle]) -> dict[str, Any]:
                 "wakes": idle.wakes_ms,
                 "cmds_per_process_s": idle.commands_per_process_s,
                 "requests_per_process_s": idle.requests_per_process_s,
+                "load": idle.load,
             }
             for idle in results
         }

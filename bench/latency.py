@@ -15,6 +15,7 @@ probe. The 500 jobs/s rate runs for raw Dramatiq and ours only (issue 12);
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -86,6 +87,7 @@ class Run:
     rate: float
     achieved: float
     latencies_ms: list[float]
+    load: float  # the machine's 1-minute load average when the run ended
 
     def pct(self, p: float) -> float:
         return percentile(self.latencies_ms, p)
@@ -106,7 +108,7 @@ def measure_shape(
             for rate in rates:
                 time.sleep(0.5)
                 latencies, achieved = paced(client, sender, rate, seconds)
-                runs.append(Run(shape.name, rate, achieved, latencies))
+                runs.append(Run(shape.name, rate, achieved, latencies, os.getloadavg()[0]))
                 run = runs[-1]
                 print(
                     f"{shape.name:>10} @ {rate:4.0f}/s (sent {achieved:5.0f}/s): p50 {run.pct(50):6.1f} "
@@ -158,9 +160,9 @@ def report(runs: list[Run], args: argparse.Namespace, facts: str) -> str:
         worst = max(max(r.latencies_ms) for r in group)
         cells = " | ".join(_cell(group, p) for p in (50, 90, 95, 99))
         probes = sum(len(r.latencies_ms) for r in group)
-        rows.append(
-            f"| {catalog[name].title} | {rate:.0f} ({achieved:.0f}) | {cells} | {worst:.1f} | {probes} |"
-        )
+        load = ", ".join(f"{r.load:.1f}" for r in group)
+        asked = f"{rate:.0f} ({achieved:.0f})"
+        rows.append(f"| {catalog[name].title} | {asked} | {cells} | {worst:.1f} | {probes} | {load} |")
     return f"""# Enqueue-to-start latency at a steady rate
 
 {facts}
@@ -170,9 +172,10 @@ def report(runs: list[Run], args: argparse.Namespace, facts: str) -> str:
   paced producer thread (absolute schedule) sends probes carrying `sent_at`; each job records
   its start time first thing; latency = start - sent_at (same clock), nearest-rank percentiles
 - the high rate runs for raw Dramatiq and ours only; `ours` is everything on (as in throughput)
+- load: the machine's 1-minute load average as each run ended (2 cores: above ~1.5 other work competes)
 
-| shape | jobs/s asked (sent) | p50 ms | p90 ms | p95 ms | p99 ms | max ms | probes |
-|---|---|---|---|---|---|---|---|
+| shape | jobs/s asked (sent) | p50 ms | p90 ms | p95 ms | p99 ms | max ms | probes | load |
+|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 """
 
@@ -181,7 +184,9 @@ def summary_data(runs: list[Run]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for run in runs:
         entry = out.setdefault(run.shape, {}).setdefault(f"{run.rate:g}", [])
-        entry.append({f"p{p}": run.pct(p) for p in (50, 90, 95, 99)} | {"max": max(run.latencies_ms)})
+        entry.append(
+            {f"p{p}": run.pct(p) for p in (50, 90, 95, 99)} | {"max": max(run.latencies_ms), "load": run.load}
+        )
     return {"latency": out}
 
 

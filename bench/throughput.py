@@ -289,6 +289,7 @@ class Sample:
     enqueued: int
     drained: int  # jobs done in the drain window
     worker_cpu_s: float
+    load: float  # the machine's 1-minute load average when the drain ended
 
     @property
     def worker_cpu_ms_per_job(self) -> float:
@@ -353,6 +354,7 @@ def run_once(client: redis.Redis, url: str, shape: Shape, jobs: int, prefix: str
             enqueued=jobs,
             drained=drained,
             worker_cpu_s=worker_cpu,
+            load=os.getloadavg()[0],
         )
 
 
@@ -386,7 +388,7 @@ def report(
             f"| {spread([s.worker_cpu_ms_per_job for s in samples], 3)} "
             f"| {spread([s.redis_cpu_ms_per_job for s in samples], 3)} |"
         )
-        rounds.append(f"- {name}: " + ", ".join(f"{s.drain_rate:,.0f}" for s in samples))
+        rounds.append(f"- {name}: " + ", ".join(f"{s.drain_rate:,.0f} ({s.load:.1f})" for s in samples))
         last = samples[-1]
         drain_calls = dict(last.drain.calls)
         drain_calls["incrby"] = drain_calls.get("incrby", 0) - last.drained  # the job's own INCR
@@ -415,7 +417,7 @@ def report(
 Drain ratios: **b/a = {_ratio(results, "ours", "raw")}**, **b/c = {_ratio(results, "ours", "celery")}**,
 b'/a = {_ratio(results, "ours-unique", "raw")}, c/a = {_ratio(results, "celery", "raw")}.
 
-Drain jobs/s of every round:
+Drain jobs/s of every round (the machine's 1-minute load average as the drain ended):
 {chr(10).join(rounds)}
 
 Commands per job in the last round (Lua-internal calls included):
@@ -454,6 +456,7 @@ def summary_data(results: dict[str, list[Sample]], catalog: dict[str, Shape]) ->
             "requests_per_job": _median(samples, "requests_per_job"),
             "worker_cpu_ms": _median(samples, "worker_cpu_ms_per_job"),
             "redis_cpu_ms": _median(samples, "redis_cpu_ms_per_job"),
+            "load": [s.load for s in samples],
         }
         for name, samples in results.items()
     }
