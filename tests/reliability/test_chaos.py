@@ -46,9 +46,9 @@ class Kill:
     running: set[str] = field(default_factory=set)
 
 
-def _subject_key(content: bytes) -> str:
+def _header(content: bytes, name: str) -> str:
     for line in content.decode(errors="replace").splitlines():
-        if line.lower().startswith("subject:"):
+        if line.lower().startswith(f"{name}:"):
             return line.split(":", 1)[1].strip()
     return "?"
 
@@ -75,7 +75,8 @@ def test_chaos_every_job_completes_no_email_twice(
         "WORKER_HEARTBEAT_TIMEOUT_MS": str(HEARTBEAT_TIMEOUT_MS),
     }
     worker_env = {**env, **ledger_env, "TAATOM_WORKER_SHUTDOWN_MS": "5000"}
-    # A remote server takes a while to answer the final dot: kills catch e-mails mid-send.
+    # A remote server works on a message before taking it (a disconnect meanwhile drops
+    # it, as real servers do): kills catch e-mails mid-send.
     accept = smtp_server.handler.handle_DATA
 
     async def slow_data(*args: Any) -> str:
@@ -95,16 +96,15 @@ def test_chaos_every_job_completes_no_email_twice(
     plan += [("send_email", i) for i in range(EMAILS)]
     rng.shuffle(plan)
     plan += [("send_email", i) for i in range(RESENT)]
-    email_jobs: list[str] = []
+    email_jobs: dict[str, str] = {}  # message id -> idempotency key
     started = time.monotonic()
     for queue, i in plan:
         if queue == "send_email":
             key = f"chaos-{i}"
-            email_jobs.append(
-                stack.actors.send_email.send(
-                    to=f"user{i}@example.com", subject=key, text=f"chaos e-mail {i}", idempotency_key=key
-                ).message_id
+            message = stack.actors.send_email.send(
+                to=f"user{i}@example.com", subject=key, text=f"chaos e-mail {i}", idempotency_key=key
             )
+            email_jobs[message.message_id] = key
         else:
             actors[queue].send(key=f"{queue}-{i}", sleep_ms=rng.choice((20, 40, 60, 80)))
     enqueued_s = time.monotonic() - started
@@ -146,11 +146,28 @@ def test_chaos_every_job_completes_no_email_twice(
     starts = ledger.counts("start")
     duplicates = sum(n - 1 for n in ends.values() if n > 1)
     killed_runs = sum(starts.values()) - sum(ends.values())
-    received = Counter(_subject_key(m.content) for m in smtp_server.messages)
+    received = Counter(_header(m.content, "subject") for m in smtp_server.messages)
     twice = {key: n for key, n in received.items() if n > 1}
     output = "\n".join(g.output for g in groups.values())
     already_sent = output.count("was already sent (")
-    took_over = output.count("an earlier run stopped while sending")
+    taken_over = {
+        email_jobs.get(line.split("Email job ", 1)[1].split(":", 1)[0], "?")
+        for line in output.splitlines()
+        if "an earlier run stopped while sending" in line
+    }
+    # SMTP has no two-phase commit: a worker killed between the server's 250 and the
+    # e-mail log's "sent" record leaves a claim that the rerun takes over, and sends again
+    # with the same Message-ID (docs/email.md). That window is a few milliseconds; such a
+    # copy is reported, any other second copy fails the test.
+    message_ids = {
+        key: {
+            _header(m.content, "message-id")
+            for m in smtp_server.messages
+            if _header(m.content, "subject") == key
+        }
+        for key in twice
+    }
+    unexplained = {key for key in twice if key not in taken_over or len(message_ids[key]) != 1}
     recoveries = []
     events = ledger.events()
     for kill in kills:
@@ -183,16 +200,17 @@ def test_chaos_every_job_completes_no_email_twice(
             else "n/a"
         )
         + f" (WORKER_HEARTBEAT_TIMEOUT_MS={HEARTBEAT_TIMEOUT_MS})",
-        f"e-mails: {len(received)} distinct accepted, accepted twice: {len(twice)} {twice or ''}; "
+        f"e-mails: {len(received)} distinct accepted, accepted twice: {len(twice)} {twice or ''} "
+        f"(in the documented 250-to-record window: {len(twice) - len(unexplained)}); "
         f"answered from the e-mail log: {already_sent} ({RESENT} sent again by the app); "
-        f"claims of killed sends taken over: {took_over}",
+        f"claims of killed sends taken over: {len(taken_over)}",
         f"left in Redis: {leftover() or 'nothing'}; dead letters: {dead}",
     )
     assert finished, figures + "\n" + output[-3000:]
     assert len(kills) >= 5, figures
     assert set(ends) == {f"{q}-{i}" for q, n in LEDGER_JOBS.items() for i in range(n)}, figures
     assert not leftover() and not any(dead.values()), figures
-    assert len(received) == EMAILS and not twice, figures
+    assert len(received) == EMAILS and not unexplained, figures
     sent = {doc["_id"] for doc in email_log.find({"state": "sent"}, {"_id": 1})}
     assert sent == {f"key:chaos-{i}" for i in range(EMAILS)}, figures
     assert already_sent >= RESENT, figures

@@ -6,7 +6,7 @@ import random
 import signal
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -69,8 +69,11 @@ def test_database_dies_mid_job_jobs_retry_with_srv_6002_and_succeed_once_it_is_b
         -3000:
     ]
     stopped_at = time.monotonic()
-    started = [stack.api.status(j)["started_at"] for j in jobs.values()]  # type: ignore[index]
-    mongo_daemon.stop(signal.SIGKILL)  # mid-job: both are running their day-by-day pipelines
+    started = {kind: (stack.api.status(j) or {})["started_at"] for kind, j in jobs.items()}
+    mongo_daemon.stop(signal.SIGKILL)
+    into_the_job = {
+        kind: (datetime.now(UTC) - at).total_seconds() for kind, at in started.items()
+    }  # mid-job: both are running their day-by-day pipelines
     assert wait_for(lambda: all(retried_for_the_database(j) for j in jobs.values()), timeout=30), (
         {k: state(j) for k, j in jobs.items()},
         group.output[-3000:],
@@ -89,11 +92,13 @@ def test_database_dies_mid_job_jobs_retry_with_srv_6002_and_succeed_once_it_is_b
     statuses = {kind: stack.api.status(job) or {} for kind, job in jobs.items()}
     figures = report(
         "mongo outage",
-        f"SecantusDB daemon SIGKILLed while both roll-ups ran (started {', '.join(map(str, started))}), "
-        f"back after {down_s:.1f}s (each failed with SRV_6002 first)",
+        "SecantusDB daemon SIGKILLed while both roll-ups ran ("
+        + ", ".join(f"{kind} {s:.2f}s into its run" for kind, s in into_the_job.items())
+        + f"), back after {down_s:.1f}s",
         *(
             f"{kind}: {[h['state'] for h in statuses[kind]['history']]}, "
-            f"attempts {statuses[kind]['attempts']}, {results[kind]['buckets']} buckets"
+            f"attempts {statuses[kind]['attempts']}, {results[kind]['buckets']} buckets, last attempt "
+            f"{(statuses[kind]['finished_at'] - statuses[kind]['started_at']).total_seconds():.1f}s"
             for kind in jobs
         ),
     )

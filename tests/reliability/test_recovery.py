@@ -40,22 +40,17 @@ def test_jobs_of_a_sigkilled_worker_start_again_within_15s_in_the_restarted_grou
     supervisor.wait_ready()
     stack = make_stack(real_env)
     actors = declare_ledger_actors(stack.broker, ledger)
-    # Ten jobs over the four queues (within every cap); a process may prefetch more than it
-    # has threads for, so not all start at once: the victim is chosen among the running ones.
+    # Six jobs on three queues, below every cap, so that a recovered job can start at once:
+    # what is measured is recovery, not a wait for a free slot.
     jobs = {}
-    for queue, count in {"email": 4, "image-processing": 3, "analytics": 2, "cleanup": 1}.items():
+    for queue, count in {"email": 3, "image-processing": 2, "analytics": 1}.items():
         for i in range(count):
             key = f"{queue}-{i}"
             jobs[key] = actors[queue].send(key=key, sleep_ms=4000).message_id
-    assert wait_for(lambda: len(ledger.counts("start")) >= 5, timeout=30), supervisor.output[-3000:]
+    assert wait_for(lambda: len(ledger.counts("start")) >= 4, timeout=30), supervisor.output[-3000:]
     ended = set(ledger.counts("end"))
     running = Counter(e["pid"] for e in ledger.events() if e["event"] == "start" and e["key"] not in ended)
     victim, victim_jobs = running.most_common(1)[0]
-    victim_keys = {
-        e["key"]
-        for e in ledger.events()
-        if e["event"] == "start" and e["pid"] == victim and e["key"] not in ended
-    }
     group = supervisor.current
     assert victim in group.workers()
 
@@ -70,6 +65,12 @@ def test_jobs_of_a_sigkilled_worker_start_again_within_15s_in_the_restarted_grou
         supervisor.output[-4000:],
     )
 
+    # Cut short: started in the victim and never finished there (decided after the fact).
+    in_victim = [e for e in ledger.events() if e["pid"] == victim]
+    victim_keys = {e["key"] for e in in_victim if e["event"] == "start"} - {
+        e["key"] for e in in_victim if e["event"] == "end"
+    }
+    assert victim_keys, in_victim
     reruns = {
         key: min(e["at"] for e in ledger.events(key) if e["event"] == "start" and e["at"] > killed_at)
         for key in victim_keys
