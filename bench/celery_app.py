@@ -53,7 +53,7 @@ def _announce(**_: Any) -> None:
     print(READY, flush=True)
 
 
-def worker_commands(processes: int = 2, threads: int = 5) -> list[list[str]]:
+def worker_commands(processes: int = 2, threads: int = 5, loglevel: str = "WARNING") -> list[list[str]]:
     """``processes`` separate worker invocations of ``threads`` threads each (Celery's thread pool
     is one process; two invocations give Dramatiq's 2 x 5 shape). Gossip, mingle and worker
     heartbeats are off: they are cross-worker broadcasts Dramatiq has no counterpart of."""
@@ -72,7 +72,7 @@ def worker_commands(processes: int = 2, threads: int = 5) -> list[list[str]]:
             "--concurrency",
             str(threads),
             "--loglevel",
-            "WARNING",
+            loglevel,
             "--hostname",
             f"bench{i}@%h",
             "--without-gossip",

@@ -141,6 +141,13 @@ def shapes(dsn: str) -> dict[str, Shape]:
                 {k: v for k, v in everything_on.items() if k != "SENTRY_DSN"},
             ),
             Shape(
+                "celery-info",
+                "Celery, --loglevel INFO (two lines per task)",
+                "bench.celery_app",
+                {"BENCH_CELERY_LOGLEVEL": "INFO"},
+                celery=True,
+            ),
+            Shape(
                 "ours-bare",
                 "ours bare: policy middleware, no state/unique, Dramatiq's consumer",
                 "bench.stack_worker",
@@ -166,9 +173,8 @@ def start_workers(shape: Shape, env: Mapping[str, str], processes: int = 2, thre
     if shape.celery:
         from bench.celery_app import READY, worker_commands
 
-        return ProcessGroup(
-            worker_commands(processes, threads), env, ready_marker=READY, ready_count=processes
-        )
+        commands = worker_commands(processes, threads, env.get("BENCH_CELERY_LOGLEVEL", "WARNING"))
+        return ProcessGroup(commands, env, ready_marker=READY, ready_count=processes)
     module = shape.module
     if "BENCH_STACK_PROBE" in env:
         module = f"{module} bench.throughput"
