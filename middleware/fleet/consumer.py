@@ -37,6 +37,44 @@ logger = logging.getLogger("middleware.fleet")
 _REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 
 
+# Dramatiq refuses delays of 7 days or more; a day of slack for clock skew.
+MAX_ETA_AHEAD_MS = 8 * 86_400_000
+_INT_OPTIONS = ("attempt", "attempts", "max_attempts", "backoff_min_ms", "backoff_max_ms", "generation")
+
+
+def malformed(message: Message[Any], queue_name: str) -> str | None:
+    """Why a decoded message cannot be trusted (None if it can).
+
+    Only a client with write access to Redis can produce these; each would
+    otherwise crash a consumer, stall a queue or settle without a code.
+    """
+    checks = (
+        (isinstance(message.actor_name, str), "actor_name is not a string"),
+        (message.queue_name == queue_name, f"it names queue {message.queue_name!r}, not {queue_name!r}"),
+        (isinstance(message.args, list | tuple), "args is not a list"),
+        (isinstance(message.kwargs, dict), "kwargs is not an object"),
+        (isinstance(message.options, dict), "options is not an object"),
+        (isinstance(message.message_id, str), "message_id is not a string"),
+    )
+    for ok, reason in checks:
+        if not ok:
+            return reason
+    options = message.options
+    for name in _INT_OPTIONS:
+        value = options.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            return f"option {name} is not an integer"
+    eta = options.get("eta")
+    if eta is not None:
+        if keys.canonical(queue_name) == queue_name:
+            return "a due time on a queue that is not a delay queue"
+        if isinstance(eta, bool) or not isinstance(eta, int | float):
+            return "option eta is not a number"
+        if eta > time.time() * 1000 + MAX_ETA_AHEAD_MS:
+            return "a due time more than 7 days ahead"
+    return None
+
+
 def _stamp(message: Message[Any], code: str, error: str) -> None:
     message.options.update(error_code=code, error=error, attempts=0, failed_at=int(time.time() * 1000))
 
@@ -115,7 +153,11 @@ class FleetConsumer(Consumer):
                     try:
                         message = Message.decode(data)
                     except Exception:
-                        self._dead_letter_undecodable(redis_id, data)
+                        self._dead_letter(redis_id, f"message could not be decoded ({len(data)} bytes)")
+                        continue
+                    problem = malformed(message, self.queue_name)
+                    if problem is not None:
+                        self._dead_letter(redis_id, f"malformed message: {problem}")
                         continue
                     # The id it was fetched under is the truth (a message written by
                     # something else may lack or misstate it): ack and nack use it.
@@ -155,10 +197,10 @@ class FleetConsumer(Consumer):
         except _REDIS_DOWN as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
 
-    def _dead_letter_undecodable(self, redis_id: str, data: bytes) -> None:
-        """Dead-letter undecodable data as a readable stand-in (never a copy: it may hold secrets)."""
+    def _dead_letter(self, redis_id: str, reason: str) -> None:
+        """Dead-letter unusable data as a readable stand-in (never a copy: it may hold secrets)."""
         logger.error(
-            "Undecodable message %s on queue %s: dead-lettered with VAL_2003.", redis_id, self.queue_name
+            "Message %s on queue %s dead-lettered with VAL_2003: %s", redis_id, self.queue_name, reason
         )
         stand_in: Message[Any] = Message(
             queue_name=keys.canonical(self.queue_name),
@@ -168,7 +210,7 @@ class FleetConsumer(Consumer):
             options={"redis_message_id": redis_id},
             message_id=redis_id,
         )
-        _stamp(stand_in, VAL_2003.code, f"message could not be decoded ({len(data)} bytes)")
+        _stamp(stand_in, VAL_2003.code, reason)
         self.broker.client.hset(
             keys.messages(self.broker.namespace, self.queue_name), redis_id, stand_in.encode()
         )

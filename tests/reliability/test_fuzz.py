@@ -506,14 +506,6 @@ VALID: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "middleware/fleet/consumer.py trusts the field types of a decoded message: envelopes with "
-        "wrong JSON types crash the consumer, stall a queue or settle without a registered code "
-        "(see WRONG_TYPES for each case)"
-    ),
-)
 @pytest.mark.timeout(90)
 def test_envelopes_with_wrong_field_types_are_dead_lettered_with_a_code(
     fuzz_env: dict[str, str],
