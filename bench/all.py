@@ -250,7 +250,11 @@ def write_benchmarks(
     loads: tuple[str, str],
 ) -> Path:
     document = target.read_text() if target.exists() else TEMPLATE
-    document = replace_block(document, "summary", summary(results, wall_s, command, loads))
+    text = summary(results, wall_s, command, loads)
+    previous = re.search(r"<!-- begin:summary -->\n(Last run: [^\n]*)", document)
+    if wall_s is None and previous:  # --report-only: the figures are still those of that run
+        text = previous.group(1) + "\n" + text.split("\n", 1)[1]
+    document = replace_block(document, "summary", text)
     for name in COMPARISONS:
         path = results / f"{name}.md"
         if path.exists():
