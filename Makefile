@@ -10,8 +10,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# The bench extra (Celery) too: the test suite smoke-tests the benchmark runner.
 install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
 
 # Runs sample jobs through the full stack in embedded mode (no services needed).
 demo: install
