@@ -2,7 +2,7 @@
 -- concurrency leases, lease renewal and dead-worker recovery.
 --
 -- KEYS[1]  namespace
--- ARGV[1]  command: fetch | ack | nack | requeue | renew | recover
+-- ARGV[1]  command: fetch | ack | nack | requeue | tick
 -- ARGV[2]  now (ms)
 -- ARGV[3]  worker id (broker id of the calling process)
 -- ARGV[4+] command arguments, as below
@@ -19,7 +19,6 @@ local now = tonumber(ARGV[2])
 local worker = ARGV[3]
 
 local heartbeats = ns .. ":__heartbeats__"
-redis.call("zadd", heartbeats, now, worker)
 
 local function canonical(q)
     if string.sub(q, -3) == ".DQ" then
@@ -51,6 +50,13 @@ local function wake(q)
     local key = ns .. ":wake:" .. q
     redis.call("rpush", key, "1")
     redis.call("ltrim", key, -64, -1)
+end
+
+-- A freed slot only matters to a lane with messages waiting for one.
+local function wake_if_waiting(q)
+    if redis.call("llen", ns .. ":" .. q) > 0 then
+        wake(q)
+    end
 end
 
 -- fetch: ARGV[4] queue, ARGV[5] how many, ARGV[6] cap (0: none), ARGV[7] lease ms,
@@ -106,9 +112,9 @@ elseif command == "ack" then
         redis.call("hdel", ns .. ":" .. q .. ".msgs", id)
     end
     if redis.call("zrem", slots_key(q), id) == 1 then
-        wake(canonical(q))
+        wake_if_waiting(canonical(q))
         if ARGV[6] ~= "" then
-            wake(ARGV[6])
+            wake_if_waiting(ARGV[6])
         end
     end
     return 1
@@ -128,9 +134,9 @@ elseif command == "nack" then
         end
     end
     if redis.call("zrem", slots_key(q), id) == 1 then
-        wake(canonical(q))
+        wake_if_waiting(canonical(q))
         if ARGV[6] ~= "" then
-            wake(ARGV[6])
+            wake_if_waiting(ARGV[6])
         end
     end
     return 1
@@ -156,6 +162,9 @@ elseif command == "requeue" then
 -- ARGV[7..6+2N] queue, id pairs, then queue names (with .DQ twins)
 -- returns how many messages of dead workers went back to their queues
 elseif command == "tick" then
+    -- The keeper's tick is a worker's heartbeat (every fifth of the timeout,
+    -- busy or idle); fetches and acks do not repeat it.
+    redis.call("zadd", heartbeats, now, worker)
     local expiry = now + tonumber(ARGV[4])
     local pairs_end = 6 + 2 * tonumber(ARGV[6])
     for i = 7, pairs_end, 2 do

@@ -1,4 +1,4 @@
-"""Typed calls into fleet.lua; every call also refreshes the caller's heartbeat."""
+"""Typed calls into fleet.lua; the keeper's tick is also the worker's heartbeat."""
 
 from __future__ import annotations
 
