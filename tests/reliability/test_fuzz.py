@@ -313,9 +313,6 @@ def test_fuzzed_payloads_through_send_are_refused_with_a_code_or_settle_with_one
 
 # -- raw messages ---------------------------------------------------------------------------------
 
-# Well-typed options only: envelopes whose fields have the wrong JSON types are the
-# subject of test_envelopes_with_wrong_field_types_are_dead_lettered_with_a_code below
-# (xfail until the consumer checks them); widen these strategies once it passes.
 options = st.fixed_dictionaries(
     {},
     optional={
@@ -327,10 +324,20 @@ options = st.fixed_dictionaries(
 )
 
 
+# Option values of any JSON type, for the options the middleware reads.
+wild_options = st.fixed_dictionaries(
+    {},
+    optional={
+        name: st.one_of(json_values, st.sampled_from([None, "soon", -1, 0, 10**20, 1.5e308, True, "3"]))
+        for name in ("eta", "attempt", "max_attempts", "generation", "unique_key", "encrypted", "error_code")
+    },
+)
+
+
 def messages(queue: str) -> st.SearchStrategy[bytes]:
     """Bytes a hostile or broken producer could push: garbage, JSON that is no message,
     messages with fields missing, unknown or removed actors, positional arguments,
-    payloads of any JSON values."""
+    payloads of any JSON values, and envelopes whose fields have the wrong JSON types."""
     fields_ = st.fixed_dictionaries(
         {
             "queue_name": st.just(queue),
@@ -346,6 +353,17 @@ def messages(queue: str) -> st.SearchStrategy[bytes]:
             "message_timestamp": st.integers(min_value=0, max_value=2**41),
         },
     )
+    wild = st.fixed_dictionaries(
+        {
+            "queue_name": st.sampled_from([queue, f"{queue}.DQ", "elsewhere"]) | json_values,
+            "actor_name": st.sampled_from([*ACTORS, "removed_actor"]) | json_values,
+            "args": json_values,
+            "kwargs": json_values,
+            "options": wild_options | json_values,
+            "message_id": st.uuids().map(str) | json_values,
+            "message_timestamp": st.integers(min_value=0, max_value=2**41) | json_values,
+        },
+    )
     as_json = fields_.map(lambda d: json.dumps(d).encode())
     dropped = fields_.flatmap(
         lambda d: st.sets(st.sampled_from(sorted(d)), min_size=1, max_size=3).map(
@@ -357,7 +375,8 @@ def messages(queue: str) -> st.SearchStrategy[bytes]:
         json_values.map(lambda v: json.dumps(v).encode()),
         as_json,
         as_json,
-        as_json,
+        wild.map(lambda d: json.dumps(d).encode()),
+        wild.map(lambda d: json.dumps(d).encode()),
         dropped,
         st.text(max_size=100).map(str.encode),
     )
