@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import multiprocessing
+import multiprocessing.util
 import os
 import resource
 import signal
@@ -169,6 +170,12 @@ def sandbox_for(policy: SandboxPolicy) -> ImageSandbox:
     with _registry.lock:
         sandbox = _registry.sandboxes.get(policy)
         if sandbox is None:
+            if not _registry.sandboxes:
+                # A Dramatiq worker process is a multiprocessing child: it never
+                # runs atexit hooks, and multiprocessing's exit handler joins the
+                # pool's children before its plain finalizers run. A finalizer
+                # with a priority runs first, so the worker can exit.
+                multiprocessing.util.Finalize(None, close_all, exitpriority=10)
             sandbox = _registry.sandboxes[policy] = ImageSandbox(policy)
         return sandbox
 

@@ -170,6 +170,11 @@ elseif command == "tick" then
     for i = 7, pairs_end, 2 do
         redis.call("zadd", slots_key(ARGV[i]), "XX", expiry, ARGV[i + 1])
     end
+    -- A negative timeout: renew and heartbeat only (the caller was just cut
+    -- off from Redis, so everyone's heartbeats may look stale for a while).
+    if tonumber(ARGV[5]) < 0 then
+        return 0
+    end
     local dead = redis.call("zrangebyscore", heartbeats, "-inf", now - tonumber(ARGV[5]))
     local requeued = 0
     for _, w in ipairs(dead) do

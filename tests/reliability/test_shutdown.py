@@ -128,14 +128,6 @@ def test_second_sigterm_exits_at_once_and_the_unfinished_job_is_recovered(
     assert status is not None and status["attempts"] == 1, status
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "jobs/images/sandbox.py: the pebble pool is closed by an atexit hook, which a Dramatiq worker "
-        "process (a multiprocessing child, ended with os._exit) never runs; multiprocessing's exit "
-        "handler then joins the pool's child forever, so the worker process never exits"
-    ),
-)
 @pytest.mark.timeout(90)
 def test_a_worker_that_ran_an_image_job_exits_on_sigterm(
     real_env: dict[str, str],
