@@ -7,10 +7,14 @@ import pkgutil
 import sys
 from pathlib import Path
 
+# Modules of this package that support the benchmarks rather than being one.
+HELPERS = frozenset({"harness", "measure", "raw_worker", "stack_worker", "celery_app"})
+
 
 def available() -> list[str]:
     here = Path(__file__).parent
-    return sorted(m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_"))
+    names = (m.name for m in pkgutil.iter_modules([str(here)]))
+    return sorted(n for n in names if not n.startswith("_") and n not in HELPERS)
 
 
 def main(argv: list[str]) -> int:

@@ -8,8 +8,6 @@ from typing import Any
 
 from dramatiq.broker import Broker
 
-from middleware.errors import SRV_6004, JobError
-
 from .actor import JobActor, JobResult
 from .analytics.job import make_analytics_job
 from .cleanup.job import make_cleanup_job
@@ -18,16 +16,6 @@ from .mail.job import make_email_job
 from .payloads import AnalyticsPayload, CleanupPayload, EmailPayload, ImagePayload, Payload
 from .runtime import Runtime
 from .settings import Settings
-
-
-def not_built(job: str) -> Callable[[Any], JobResult]:
-    """Job logic that has not landed yet: fail plainly instead of pretending to work."""
-
-    def run(payload: Payload) -> JobResult:
-        raise JobError(SRV_6004, f"the {job} job's logic is not part of this build yet")
-
-    run.__name__ = f"{job.replace(' ', '_')}_not_built"
-    return run
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """`python -m jobs demo`: sample jobs through the full stack in embedded mode.
 
-It needs no Redis, MongoDB or SMTP server. Each job issue adds its samples
-here; jobs whose logic has not landed show ``SRV_6004`` rather than pretend.
+It needs no Redis, MongoDB or SMTP server; every actor runs once with good
+input and once with bad input, and the table shows each outcome.
 """
 
 from __future__ import annotations
