@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from uuid import uuid4
 
@@ -22,7 +22,7 @@ from dramatiq.brokers import redis as redis_broker_module
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 from dramatiq.message import Message
-from dramatiq.middleware import Middleware
+from dramatiq.middleware import Middleware, MiddlewareError
 
 from .. import deferred, keys
 from ..scripts import LuaScript, execute
@@ -31,6 +31,8 @@ from .keeper import Keeper
 from .script import FleetScript, deferred_scripts
 
 __all__ = ["FleetBroker", "FleetConsumer"]
+
+_Hook = tuple[Middleware, Callable[..., Any]]
 
 #: Wake tokens kept per queue: enough for every idle consumer of a fleet.
 WAKE_TOKENS = 64
@@ -62,6 +64,8 @@ class FleetBroker(RedisBroker):
         high_lanes: frozenset[str] = frozenset(),
         **kwargs: Any,
     ) -> None:
+        # Before Dramatiq's constructor: it already emits signals.
+        self._hook_cache: dict[str, tuple[tuple[Middleware, ...], list[_Hook]]] = {}
         super().__init__(heartbeat_timeout=heartbeat_timeout, **kwargs)  # type: ignore[no-untyped-call]
         self.caps = dict(caps)
         self.lease_ms = lease_ms or heartbeat_timeout
@@ -79,9 +83,51 @@ class FleetBroker(RedisBroker):
         # down wakes exactly them; once stopping, they wait briefly.
         self.process_wake_key = keys.wake(self.namespace, f"__process__.{self.broker_id}")
         self.stopping = threading.Event()
-        self.add_middleware(_WakeOnShutdown())
+        # Worker threads of this process (known once a worker boots): a consumer
+        # of a capped queue holds no more messages than can run at once here,
+        # or it would keep slots that other processes' idle threads could use.
+        self.worker_threads: int | None = None
+        # queue -> redis ids this process fetched and could not put back (Redis was down)
+        self._orphans: dict[str, set[str]] = {}
+        self._orphans_lock = threading.Lock()
+        self.add_middleware(_WorkerHooks())
         self._keeper: Keeper | None = None
         self._keeper_lock = threading.Lock()
+
+    # Dramatiq calls every hook of every middleware for every signal, most of
+    # them the base class's no-ops: a dozen calls per signal, several signals
+    # per job. These call only the middleware that implement the hook, in
+    # Dramatiq's order and with its error handling.
+
+    def emit_before(self, signal: str, *args: Any, **kwargs: Any) -> None:
+        name = "before_" + signal
+        for middleware, hook in self._hooks(name, reverse=False):
+            try:
+                hook(self, *args, **kwargs)
+            except MiddlewareError:
+                raise
+            except Exception:
+                self.logger.critical("Unexpected failure in %s of %r.", name, middleware, exc_info=True)
+
+    def emit_after(self, signal: str, *args: Any, **kwargs: Any) -> None:
+        name = "after_" + signal
+        for middleware, hook in self._hooks(name, reverse=True):
+            try:
+                hook(self, *args, **kwargs)
+            except Exception:
+                self.logger.critical("Unexpected failure in %s of %r.", name, middleware, exc_info=True)
+
+    def _hooks(self, name: str, *, reverse: bool) -> list[_Hook]:
+        # Keyed on the middleware list as it is now: it may change at any time
+        # (add_middleware, an integration stripping its own).
+        current = tuple(self.middleware)
+        cached = self._hook_cache.get(name)
+        if cached is not None and cached[0] == current:
+            return cached[1]
+        ordered = reversed(current) if reverse else current
+        hooks = [(m, getattr(m, name)) for m in ordered if _implements(m, name)]
+        self._hook_cache[name] = (current, hooks)
+        return hooks
 
     @property
     def consumer_class(self) -> type[FleetConsumer]:
@@ -174,6 +220,28 @@ class FleetBroker(RedisBroker):
             pipe.expire(self.process_wake_key, 60)
             pipe.execute()
 
+    def return_later(self, queue_name: str, redis_ids: Sequence[str]) -> None:
+        """Messages fetched here that could not be requeued: the keeper returns them once it can.
+
+        They stay in this live worker's ack set meanwhile, where dead-worker
+        recovery would never look, and nothing in memory refers to them any more.
+        """
+        if redis_ids:
+            with self._orphans_lock:
+                self._orphans.setdefault(queue_name, set()).update(redis_ids)
+
+    def return_orphans(self) -> int:
+        """Requeue what :meth:`return_later` was given; returns how many (raises if Redis is down)."""
+        with self._orphans_lock:
+            pending = {queue_name: sorted(ids) for queue_name, ids in self._orphans.items() if ids}
+        returned = 0
+        for queue_name, ids in pending.items():
+            self.fleet.requeue(queue_name, ids)
+            with self._orphans_lock:
+                self._orphans[queue_name].difference_update(ids)
+            returned += len(ids)
+        return returned
+
     def held_messages(self) -> list[tuple[str, str]]:
         return [pair for consumer in list(self._consumers) for pair in consumer.held()]
 
@@ -194,7 +262,19 @@ class FleetBroker(RedisBroker):
         super().close()
 
 
-class _WakeOnShutdown(Middleware):
+def _implements(middleware: Middleware, hook: str) -> bool:
+    """Whether ``middleware`` does anything on ``hook`` (the base class's are no-ops)."""
+    if hook in vars(middleware):
+        return True
+    own = getattr(type(middleware), hook, None)
+    return own is not None and own is not getattr(Middleware, hook, None)
+
+
+class _WorkerHooks(Middleware):
+    def before_worker_boot(self, broker: Broker, worker: Any) -> None:
+        if isinstance(broker, FleetBroker):
+            broker.worker_threads = int(worker.worker_threads)
+
     def before_worker_shutdown(self, broker: Broker, worker: Any) -> None:
         if isinstance(broker, FleetBroker):
             # Without Redis, consumers notice within one idle wait instead.

@@ -10,10 +10,16 @@ every enqueue, freed slot, requeue and resume pushes to, so a message sent to
 an idle fleet starts in milliseconds. A delayed-queue consumer blocks no
 longer than until the earliest due time it holds, so delayed messages and
 retries move on when they come due.
+
+A busy consumer does not fetch either: the script call that acknowledges a
+finished message also takes the next one for it (the slot just freed, taken
+again), so a steady stream costs one round trip per message, as Dramatiq's
+own acks do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -101,6 +107,14 @@ class FleetConsumer(Consumer):
         self._lock = threading.Lock()
         self._settled = threading.Event()
         self._wake_key = keys.wake(broker.namespace, queue_name)
+        # Refills are for live queues; a delay queue's messages only move along.
+        self._moves_along = lane_of != queue_name
+        self._refills = not self._moves_along
+        self._closed = False
+        # Set while this consumer blocks in Redis: a refill landing then must wake it
+        # through its own key (the queue's wake list would wake any consumer).
+        self._blocking = False
+        self._nudge_key = keys.wake(broker.namespace, f"__consumer__.{broker.broker_id}.{queue_name}")
         # Block below the socket timeout, and long enough that an idle
         # consumer costs Redis less than Dramatiq's polling does.
         self._idle_wait_s = broker.idle_wait_ms / 1000
@@ -123,10 +137,57 @@ class FleetConsumer(Consumer):
     def ack(self, message: MessageProxy) -> None:
         redis_id = message.options["redis_message_id"]
         try:
-            self.broker.fleet.ack(self.queue_name, redis_id, self.partner)
+            refilled = self.broker.fleet.ack(
+                self.queue_name,
+                redis_id,
+                self.partner,
+                refill=self._refill_wanted(redis_id),
+                cap=self.cap,
+                lease_ms=self.broker.lease_ms,
+                yield_to=self.yield_to,
+            )
         except _REDIS_DOWN as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+        if refilled:
+            self._accept_refill(refilled)
         self._settle(redis_id)
+
+    def _limit(self) -> int:
+        """Most messages held at once: prefetch, and for a capped queue no more than
+        this process's worker threads (more would sit on slots idle threads elsewhere could use)."""
+        threads = self.broker.worker_threads
+        if self.cap and threads:
+            return min(self.prefetch, threads)
+        return self.prefetch
+
+    def _refill_wanted(self, settling: str) -> int:
+        """One message in for the one going out, while this consumer has room for it."""
+        if not self._refills or self._closed or self.broker.stopping.is_set():
+            return 0
+        with self._lock:
+            room = self._limit() - len(self._held) + (1 if settling in self._held else 0)
+        return 1 if room > 0 else 0
+
+    def _accept_refill(self, refilled: list[tuple[str, bytes]]) -> None:
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._held.update(redis_id for redis_id, _ in refilled)
+                self._cache.extend(refilled)
+        if closed:
+            # Closed while the call was out: straight back to the head of the queue.
+            with contextlib.suppress(*_REDIS_DOWN):
+                self.broker.fleet.requeue(self.queue_name, [redis_id for redis_id, _ in refilled])
+            return
+        # The consumer thread checks its cache after raising the flag and
+        # before it blocks, and the cache was filled before the flag is read
+        # here: one of the two sees the other, so no refill waits out an idle wait.
+        if self._blocking:
+            with contextlib.suppress(*_REDIS_DOWN):
+                pipe = self.broker.client.pipeline(transaction=False)
+                pipe.rpush(self._nudge_key, b"1")
+                pipe.expire(self._nudge_key, 60)
+                pipe.execute()
 
     def nack(self, message: MessageProxy) -> None:
         redis_id = message.options["redis_message_id"]
@@ -138,9 +199,14 @@ class FleetConsumer(Consumer):
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         ids = [m.options["redis_message_id"] for m in messages]
-        self.broker.fleet.requeue(self.queue_name, ids)
-        for redis_id in ids:
-            self._settle(redis_id)
+        try:
+            self.broker.fleet.requeue(self.queue_name, ids)
+        except _REDIS_DOWN as exc:
+            self.broker.return_later(self.queue_name, ids)
+            raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+        finally:
+            for redis_id in ids:
+                self._settle(redis_id)
 
     def __next__(self) -> MessageProxy | None:
         try:
@@ -175,7 +241,7 @@ class FleetConsumer(Consumer):
                         continue
                     return MessageProxy(message)
                 with self._lock:
-                    free = self.prefetch - len(self._held)
+                    free = self._limit() - len(self._held)
                 if free <= 0:
                     # Every prefetched message is still being worked on: wait
                     # for one to settle here, not in Redis.
@@ -244,6 +310,14 @@ class FleetConsumer(Consumer):
             self.broker.client.srem(promoted_key, *[message.message_id for _, message in promoted])
 
     def _wait_for_work(self) -> None:
+        self._blocking = True
+        try:
+            if not self._cache:
+                self._block_for_work()
+        finally:
+            self._blocking = False
+
+    def _block_for_work(self) -> None:
         if self._delayed:
             self._check_promotions()
         next_due = min((eta for eta, _ in self._delayed.values()), default=None)
@@ -251,7 +325,7 @@ class FleetConsumer(Consumer):
         if due_in_s is not None and due_in_s <= 0:
             return
         idle_wait_s = 0.05 if self.broker.stopping.is_set() else self._idle_wait_s
-        wake_keys = [self._wake_key, self.broker.process_wake_key]
+        wake_keys = [self._wake_key, self.broker.process_wake_key, self._nudge_key]
         if due_in_s is None or due_in_s >= idle_wait_s:
             self._relay(self.broker.client.blpop(wake_keys, timeout=idle_wait_s))
             return
@@ -273,12 +347,22 @@ class FleetConsumer(Consumer):
 
     def close(self) -> None:
         # Messages fetched but never handed to the worker go back to the head.
-        cached = [redis_id for redis_id, _ in self._cache] + list(self._delayed)
-        self._cache.clear()
-        self._delayed.clear()
+        with self._lock:
+            self._closed = True
+            cached = [redis_id for redis_id, _ in self._cache] + list(self._delayed)
+            self._cache.clear()
+            self._delayed.clear()
+            if self._moves_along:
+                # Nothing of a delay queue runs here: what is still held beyond the
+                # cache was handed to Dramatiq's in-memory delay queue, which it
+                # drops on a connection error (and requeues through us otherwise).
+                cached += [redis_id for redis_id in self._held if redis_id not in set(cached)]
         try:
             self.broker.fleet.requeue(self.queue_name, cached)
         except _REDIS_DOWN:
-            logger.warning("Could not requeue %d prefetched messages; recovery will.", len(cached))
+            logger.warning(
+                "Could not requeue %d fetched messages; they go back once Redis answers.", len(cached)
+            )
+            self.broker.return_later(self.queue_name, cached)
         for redis_id in cached:
             self._settle(redis_id)

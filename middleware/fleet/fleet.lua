@@ -59,18 +59,14 @@ local function wake_if_waiting(q)
     end
 end
 
--- fetch: ARGV[4] queue, ARGV[5] how many, ARGV[6] cap (0: none), ARGV[7] lease ms,
--- ARGV[8] a high lane this queue yields to while it has messages waiting ("": none)
--- returns {id1, data1, id2, data2, ...}
-if command == "fetch" then
-    local q = ARGV[4]
-    local wanted = tonumber(ARGV[5])
-    local cap = tonumber(ARGV[6])
-    local lease_ms = tonumber(ARGV[7])
+-- Take up to `wanted` messages of q for this worker, no more than the free
+-- slots of a capped queue allow, none while q is paused or while the high
+-- lane `yield_to` has messages waiting. Returns {id1, data1, id2, data2, ...}.
+local function take(q, wanted, cap, lease_ms, yield_to)
     if q == canonical(q) and redis.call("sismember", ns .. ":paused", group(q)) == 1 then
         return {}
     end
-    if ARGV[8] ~= "" and redis.call("llen", ns .. ":" .. ARGV[8]) > 0 then
+    if yield_to ~= "" and redis.call("llen", ns .. ":" .. yield_to) > 0 then
         return {}
     end
     local slots = slots_key(q)
@@ -103,21 +99,38 @@ if command == "fetch" then
         end
     end
     return out
+end
 
--- ack: ARGV[4] queue, ARGV[5] id, ARGV[6] the other lane to wake when a slot frees ("": none)
+-- fetch: ARGV[4] queue, ARGV[5] how many, ARGV[6] cap (0: none), ARGV[7] lease ms,
+-- ARGV[8] a high lane this queue yields to while it has messages waiting ("": none)
+-- returns {id1, data1, id2, data2, ...}
+if command == "fetch" then
+    return take(ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8])
+
+-- ack: ARGV[4] queue, ARGV[5] id, ARGV[6] the other lane to wake when a slot frees ("": none),
+-- then optionally a refill: ARGV[7] how many to take for this worker in the same call,
+-- ARGV[8] cap, ARGV[9] lease ms, ARGV[10] lane to yield to (as fetch's).
+-- A busy consumer thus gets its next message without a fetch of its own, and
+-- a slot it frees and takes again wakes nobody. Returns what it took, as fetch.
 elseif command == "ack" then
     local q = ARGV[4]
     local id = ARGV[5]
     if redis.call("srem", acks_key(worker, q), id) > 0 then
         redis.call("hdel", ns .. ":" .. q .. ".msgs", id)
     end
-    if redis.call("zrem", slots_key(q), id) == 1 then
+    local freed = redis.call("zrem", slots_key(q), id) == 1
+    local out = {}
+    local refill = tonumber(ARGV[7] or "0")
+    if refill > 0 then
+        out = take(q, refill, tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10])
+    end
+    if freed and #out == 0 then
         wake_if_waiting(canonical(q))
         if ARGV[6] ~= "" then
             wake_if_waiting(ARGV[6])
         end
     end
-    return 1
+    return out
 
 -- nack: ARGV[4] queue, ARGV[5] id, ARGV[6] other lane to wake; the message moves to the dead letters
 elseif command == "nack" then

@@ -35,12 +35,25 @@ class FleetScript:
     ) -> list[tuple[str, bytes]]:
         """Take up to ``count`` messages, no more than the free slots of a capped queue allow,
         and none while the high lane ``yield_to`` has messages waiting."""
-        flat = self._call("fetch", queue, count, cap, lease_ms, yield_to)
-        assert isinstance(flat, list)
-        return [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
+        return _pairs(self._call("fetch", queue, count, cap, lease_ms, yield_to))
 
-    def ack(self, queue: str, redis_id: str, also_wake: str = "") -> None:
-        self._call("ack", queue, redis_id, also_wake)
+    def ack(
+        self,
+        queue: str,
+        redis_id: str,
+        also_wake: str = "",
+        *,
+        refill: int = 0,
+        cap: int = 0,
+        lease_ms: int = 0,
+        yield_to: str = "",
+    ) -> list[tuple[str, bytes]]:
+        """Acknowledge ``redis_id`` and, with ``refill``, take up to that many more as ``fetch`` would."""
+        if refill <= 0:
+            self._call("ack", queue, redis_id, also_wake)
+            return []
+        flat = self._call("ack", queue, redis_id, also_wake, refill, cap, lease_ms, yield_to)
+        return _pairs(flat)
 
     def nack(self, queue: str, redis_id: str, also_wake: str = "") -> None:
         self._call("nack", queue, redis_id, also_wake)
@@ -55,6 +68,11 @@ class FleetScript:
         """One keeper round trip: heartbeat, lease renewal, recovery; returns how many were requeued."""
         flat = [part for pair in held for part in pair]
         return int(self._call("tick", lease_ms, heartbeat_timeout_ms, len(held), *flat, *queues))
+
+
+def _pairs(flat: Any) -> list[tuple[str, bytes]]:
+    assert isinstance(flat, list)
+    return [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
 
 
 def deferred_scripts() -> list[LuaScript]:

@@ -34,19 +34,22 @@ def test_sigterm_finishes_the_running_job_and_returns_prefetched_and_delayed_mes
     redis_client: redis.Redis,
 ) -> None:
     env = {**real_env, **ledger_env, "TAATOM_WORKER_SHUTDOWN_MS": "20000"}
-    # One thread, so a second e-mail job is prefetched behind the running one.
+    # One thread, so an analytics job is fetched and waits behind the running e-mail job
+    # (a capped queue's consumer holds no more than the process's threads: one each here).
     group = groups(env, processes=1, threads=1)
     group.wait_ready()
     stack = make_stack(real_env)
-    email = declare_ledger_actors(stack.broker, ledger)["email"]
+    actors = declare_ledger_actors(stack.broker, ledger)
+    email, analytics = actors["email"], actors["analytics"]
     ns = stack.broker.namespace
     jobs = {"running": email.send(key="running", sleep_ms=3000).message_id}
     assert wait_for(lambda: ledger.counts("start").get("running") == 1, timeout=20), group.output[-3000:]
-    jobs["prefetched"] = email.send(key="prefetched").message_id
+    jobs["prefetched"] = analytics.send(key="prefetched").message_id
     jobs["delayed"] = email.send_with_options(kwargs={"key": "delayed"}, delay=6000).message_id
     # Both are held by the worker now: nothing of them is left in Redis's lists.
     assert wait_for(
-        lambda: redis_client.llen(f"{ns}:email") == 0 and redis_client.llen(f"{ns}:email.DQ") == 0, timeout=10
+        lambda: redis_client.llen(f"{ns}:analytics") == 0 and redis_client.llen(f"{ns}:email.DQ") == 0,
+        timeout=10,
     )
     assert in_flight(redis_client, ns) == 3
 
@@ -64,10 +67,11 @@ def test_sigterm_finishes_the_running_job_and_returns_prefetched_and_delayed_mes
     assert ledger.counts("start") == {"running": 1}, figures
     # The prefetched message is back at the head of its queue, the delayed one in the delay
     # queue; nothing is held by the stopped worker and no concurrency slot stays leased.
-    assert redis_client.llen(f"{ns}:email") == 1
+    assert redis_client.llen(f"{ns}:analytics") == 1
     assert redis_client.llen(f"{ns}:email.DQ") == 1
     assert in_flight(redis_client, ns) == 0
     assert redis_client.zcard(f"{ns}:slots:email") == 0
+    assert redis_client.zcard(f"{ns}:slots:analytics") == 0
 
     after = groups(env, processes=1, threads=2)
     after.wait_ready()
