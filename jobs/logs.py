@@ -13,8 +13,11 @@ from pythonjsonlogger.json import JsonFormatter
 
 from middleware.log_sanitizer import SanitizingFilter
 
+from .log_batching import BatchedStreamHandler
 from .settings import Settings
 
+# Our records' internal flags (see middleware.log_sanitizer, middleware.job_log): never output.
+_MARKERS = ("_taatom_sanitized", "_taatom_masked", "_taatom_outcome")
 _SHORT_LEVELS = {"WARNING": "WARN", "CRITICAL": "CRIT"}
 _HANDLER_NAME = "taatom-jobs"
 
@@ -35,7 +38,7 @@ def build_formatter(settings: Settings) -> logging.Formatter:
         return JsonFormatter(
             "%(asctime)s %(levelname)s %(name)s %(message)s",
             rename_fields={"levelname": "level", "name": "logger"},
-            reserved_attrs=[*RESERVED_ATTRS, "short_level", "_taatom_sanitized", "_taatom_masked"],
+            reserved_attrs=[*RESERVED_ATTRS, "short_level", *_MARKERS],
         )
     return TextFormatter()
 
@@ -61,8 +64,8 @@ def configure_logging(
     """
     root = logging.getLogger()
     if adopt_handlers and root.handlers:
-        for handler in root.handlers:
-            style_handler(handler, settings)
+        for handler in list(root.handlers):
+            style_handler(_batched(root, handler), settings)
     else:
         for existing in list(root.handlers):
             if existing.get_name() == _HANDLER_NAME:
@@ -74,6 +77,17 @@ def configure_logging(
     # Dramatiq's debug chatter only when asked for; pymongo's never by default.
     if settings.log_level != "DEBUG":
         logging.getLogger("pymongo").setLevel(logging.WARNING)
+
+
+def _batched(root: logging.Logger, handler: logging.Handler) -> logging.Handler:
+    """Dramatiq's pipe to its main process, replaced by one that writes jobs' success lines in batches."""
+    if type(handler) is not logging.StreamHandler:
+        return handler
+    root.removeHandler(handler)
+    batched = BatchedStreamHandler(handler.stream)
+    batched.setLevel(handler.level)
+    root.addHandler(batched)
+    return batched
 
 
 class WorkerLogging(Middleware):

@@ -4,6 +4,8 @@ While a job runs, a handler on the root logger copies every record that
 reaches it, sanitized, into a buffer of that job (a context variable, so
 concurrent jobs on other threads keep their own). When the job ends, the
 job-state writer stores the buffer beside the job's state, with the same TTL.
+A job that logged nothing of its own stores nothing: its success line would
+only repeat its state.
 Capped in lines and line length: a chatty job cannot fill Redis.
 """
 
@@ -33,6 +35,8 @@ class JobLogHandler(logging.Handler):
         lines = _buffer.get()
         if lines is None or len(lines) >= MAX_LINES:
             return False
+        if not lines and getattr(record, "_taatom_outcome", False):
+            return False  # a silent job's success line: its state already says it
         return bool(super().handle(record))
 
     def emit(self, record: logging.LogRecord) -> None:

@@ -188,6 +188,17 @@ def test_job_log_lines_are_capped(stack: Stack, caplog: pytest.LogCaptureFixture
     assert len(lines) == MAX_LINES and "not kept" in lines[-1]
 
 
+def test_a_silent_jobs_success_line_is_not_stored_with_it(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    job = declare_probe(stack.broker).send(key="quiet").message_id
+    stack.api.result(job, timeout=10)
+    # The line was logged, but the job's own log keeps only lines beside its own.
+    assert any(job in r.getMessage() and "succeeded" in r.getMessage() for r in caplog.records)
+    assert stack.api.status(job)["logs"] == []  # type: ignore[index]
+
+
 def test_report_progress_outside_a_job_does_nothing() -> None:
     from middleware.job_state import report_progress
 
