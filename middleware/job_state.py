@@ -41,6 +41,12 @@ from .secrets_scope import sensitive_args_of
 FINAL_STATES = frozenset({"succeeded", "failed", "dead", "skipped"})
 _TIMESTAMPS = ("enqueued_at", "started_at", "finished_at", "retry_at", "updated_at", "progress_at")
 MAX_RESULT_BYTES = 64 * 1024
+# How long a job's "running" state may wait to be written (see StateWriter):
+# longer than most short jobs, too short for a person watching to notice.
+RUNNING_DELAY_S = 0.05
+# How long the state writer lets a batch gather (measured: 10 ms took a fifth
+# off the CPU per no-op job of a busy worker and Redis, against none).
+GATHER_S = 0.01
 STATE = LuaScript.from_file(Path(__file__).parent / "job_state.lua")
 
 # Order of transitions within one attempt; a later attempt, or a message
@@ -78,15 +84,32 @@ class StateWriter(threading.Thread):
 
     Worker threads hand transitions over and go on: they never wait for a
     state write. One thread keeps them in order (FIFO), and each round trip
-    carries every transition queued since the last one.
+    carries every transition queued since the last one, gathered for up to
+    ``gather_s`` after the first.
+
+    A job's ``running`` transition is held back for up to ``running_delay_s``:
+    a job that ends sooner has it written in one call with its outcome (both
+    history entries, the true start time), which halves the state writes of
+    short jobs. Outcomes, progress reports and counts are never held; they
+    take a held ``running`` of their job with them, in order.
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        running_delay_s: float = RUNNING_DELAY_S,
+        gather_s: float = GATHER_S,
+    ) -> None:
         super().__init__(name="taatom-job-state", daemon=True)
         self.client = client
+        self.running_delay_s = running_delay_s
+        self.gather_s = gather_s
         self.pending: queue.SimpleQueue[Transition | Callable[[Any], None] | threading.Event] = (
             queue.SimpleQueue()
         )
+        # job key -> (when it must be written, its running transition); only this thread uses it
+        self._held: dict[str, tuple[float, Transition]] = {}
 
     def submit(self, keys_: list[str], args: list[Any]) -> None:
         self.pending.put((keys_, args))
@@ -102,16 +125,58 @@ class StateWriter(threading.Thread):
 
     def run(self) -> None:
         while True:
-            batch = [self.pending.get()]
-            while len(batch) < 1000:
-                try:
-                    batch.append(self.pending.get_nowait())
-                except queue.Empty:
-                    break
-            self._write([item for item in batch if not isinstance(item, threading.Event)])
+            batch = self._next_batch()
+            self._write(self._release(batch))
             for item in batch:
                 if isinstance(item, threading.Event):
                     item.set()
+
+    def _next_batch(self) -> list[Transition | Callable[[Any], None] | threading.Event]:
+        wait_s = None
+        if self._held:
+            wait_s = max(0.0, min(due for due, _ in self._held.values()) - time.monotonic())
+        try:
+            batch = [self.pending.get(timeout=wait_s)]
+        except queue.Empty:
+            return []
+        if self.gather_s > 0 and not isinstance(batch[0], threading.Event):
+            # Let a batch form: one round trip for many jobs costs the worker
+            # and Redis less CPU than one each, and the state is late by no
+            # more than this.
+            time.sleep(self.gather_s)
+        while len(batch) < 1000:
+            try:
+                batch.append(self.pending.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _release(
+        self, batch: list[Transition | Callable[[Any], None] | threading.Event]
+    ) -> list[Transition | Callable[[Any], None]]:
+        """What to write now, in order: the batch, minus the ``running`` transitions held back,
+        plus the held ones whose job moved on or whose time is up."""
+        out: list[Transition | Callable[[Any], None]] = []
+        for item in batch:
+            if isinstance(item, threading.Event):
+                # flush(): everything held goes out before the caller is told.
+                out.extend(transition for _, transition in self._held.values())
+                self._held.clear()
+            elif isinstance(item, tuple):
+                job_key = item[0][0]
+                held = self._held.pop(job_key, None)
+                if held is not None:
+                    out.append(held[1])
+                if _starts_running(item) and self.running_delay_s > 0:
+                    self._held[job_key] = (time.monotonic() + self.running_delay_s, item)
+                else:
+                    out.append(item)
+            else:
+                out.append(item)
+        now = time.monotonic()
+        for job_key in [k for k, (due, _) in self._held.items() if due <= now]:
+            out.append(self._held.pop(job_key)[1])
+        return out
 
     def _write(self, items: list[Transition | Callable[[Any], None]]) -> None:
         if not items:
@@ -137,6 +202,12 @@ class StateWriter(threading.Thread):
 
 
 Transition = tuple[list[str], list[Any]]
+
+
+def _starts_running(transition: Transition) -> bool:
+    """A job's ``running`` transition with its history entry (a progress report has none)."""
+    args = transition[1]
+    return bool(args[2] == "running" and int(args[3]) >= 0 and int(args[10]) == 1)
 
 
 def coalesce(transitions: list[Transition]) -> list[Transition]:

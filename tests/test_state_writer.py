@@ -1,0 +1,90 @@
+"""The state writer holds a job's ``running`` transition back briefly, on real Redis.
+
+A short job's ``running`` is written in one call with its outcome; a job
+still running when the delay ends shows ``running``; ``flush()`` writes what
+is held. History and timestamps are the same either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from dramatiq.message import Message
+
+from middleware.fleet import FleetBroker
+from middleware.job_state import JobState, JobStateReader, StateWriter
+from tests.support.redis_inspect import wait_until
+
+
+@pytest.fixture
+def broker(redis_client: redis.Redis, redis_namespace: str) -> Iterator[FleetBroker]:
+    b = FleetBroker(
+        client=redis_client, namespace=redis_namespace, middleware=[], caps={}, heartbeat_timeout=30_000
+    )
+    yield b
+    b.close()
+
+
+def _message() -> Message[Any]:
+    return Message(queue_name="email", actor_name="probe", args=(), kwargs={}, options={"attempt": 1})
+
+
+def _writer(client: redis.Redis, running_delay_s: float) -> StateWriter:
+    writer = StateWriter(client, running_delay_s=running_delay_s, gather_s=0)
+    writer.start()
+    return writer
+
+
+def _reader(client: redis.Redis, ns: str) -> JobStateReader:
+    return JobStateReader(client, ns, socket_timeout_s=5)
+
+
+def _written_through(writer: StateWriter, client: redis.Redis, marker: str) -> bool:
+    """Submit a marker write after everything so far and wait for it: the writer has seen it all."""
+    writer.submit_commands(lambda pipe: pipe.set(marker, 1, ex=60))
+    return wait_until(lambda: client.exists(marker) == 1, timeout=10)
+
+
+def test_a_short_jobs_running_state_is_written_with_its_outcome(
+    broker: FleetBroker, redis_client: redis.Redis, redis_namespace: str
+) -> None:
+    state, message = JobState(60), _message()
+    writer = _writer(redis_client, running_delay_s=60)
+    reader = _reader(redis_client, redis_namespace)
+    writer.submit(*state._transition(broker, message, "running", started_at=1_000))
+    assert _written_through(writer, redis_client, f"{redis_namespace}:marker:1")
+    assert reader.status(message.message_id) is None  # held back, not lost...
+
+    writer.submit(*state._transition(broker, message, "succeeded", done=True, finished_at=2_000))
+    assert wait_until(
+        lambda: (reader.status(message.message_id) or {}).get("state") == "succeeded", timeout=10
+    )
+    status = reader.status(message.message_id)
+    assert status is not None
+    # ...and written with the outcome: both history entries, in order, and the start time.
+    assert [h["state"] for h in status["history"]] == ["running", "succeeded"]
+    assert status["started_at"].timestamp() == 1.0 and status["finished_at"].timestamp() == 2.0
+
+
+def test_a_job_still_running_after_the_delay_shows_running(
+    broker: FleetBroker, redis_client: redis.Redis, redis_namespace: str
+) -> None:
+    state, message = JobState(60), _message()
+    writer = _writer(redis_client, running_delay_s=0.05)
+    reader = _reader(redis_client, redis_namespace)
+    writer.submit(*state._transition(broker, message, "running", started_at=1_000))
+    assert wait_until(lambda: (reader.status(message.message_id) or {}).get("state") == "running", timeout=10)
+
+
+def test_flush_writes_what_is_held(
+    broker: FleetBroker, redis_client: redis.Redis, redis_namespace: str
+) -> None:
+    state, message = JobState(60), _message()
+    writer = _writer(redis_client, running_delay_s=60)
+    writer.submit(*state._transition(broker, message, "running", started_at=1_000))
+    assert writer.flush(timeout_s=10)
+    status = _reader(redis_client, redis_namespace).status(message.message_id)
+    assert status is not None and status["state"] == "running"
