@@ -226,15 +226,6 @@ def test_hung_redis_timeouts_are_transient(
     assert dead == 0, figures
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "middleware/fleet: delayed messages a worker holds when its consumer hits a Redis connection "
-        "error are dropped from memory (Dramatiq resets the consumer thread's delay queue) but stay in "
-        "that live worker's ack set, which only dead-worker recovery empties: they do not run until "
-        "the worker process exits"
-    ),
-)
 @pytest.mark.timeout(90)
 def test_delayed_messages_a_worker_holds_run_after_a_redis_restart(
     redis_server: Callable[..., RedisServer],
