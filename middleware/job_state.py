@@ -20,9 +20,10 @@ import threading
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import redis
 from dramatiq.broker import Broker, MessageProxy
@@ -105,14 +106,15 @@ class StateWriter(threading.Thread):
         self.client = client
         self.running_delay_s = running_delay_s
         self.gather_s = gather_s
-        self.pending: queue.SimpleQueue[Transition | Callable[[Any], None] | threading.Event] = (
-            queue.SimpleQueue()
-        )
-        # job key -> (when it must be written, its running transition); only this thread uses it
-        self._held: dict[str, tuple[float, Transition]] = {}
+        self.pending: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        # job key -> (when it must be written, its start); only this thread uses it
+        self._held: dict[str, tuple[float, Start | Transition]] = {}
 
     def submit(self, keys_: list[str], args: list[Any]) -> None:
         self.pending.put((keys_, args))
+
+    def submit_start(self, start: Start) -> None:
+        self.pending.put(start)
 
     def submit_commands(self, write: Callable[[Any], None]) -> None:
         """Other writes of the job (its log lines), kept in order with its transitions."""
@@ -131,7 +133,7 @@ class StateWriter(threading.Thread):
                 if isinstance(item, threading.Event):
                     item.set()
 
-    def _next_batch(self) -> list[Transition | Callable[[Any], None] | threading.Event]:
+    def _next_batch(self) -> list[_Item]:
         wait_s = None
         if self._held:
             wait_s = max(0.0, min(due for due, _ in self._held.values()) - time.monotonic())
@@ -151,32 +153,51 @@ class StateWriter(threading.Thread):
                 break
         return batch
 
-    def _release(
-        self, batch: list[Transition | Callable[[Any], None] | threading.Event]
-    ) -> list[Transition | Callable[[Any], None]]:
-        """What to write now, in order: the batch, minus the ``running`` transitions held back,
-        plus the held ones whose job moved on or whose time is up."""
+    def _release(self, batch: list[_Item]) -> list[Transition | Callable[[Any], None]]:
+        """What to write now, in order: the batch, minus the starts held back, plus the
+        held ones whose job moved on (carried by its next transition) or whose time is up."""
         out: list[Transition | Callable[[Any], None]] = []
         for item in batch:
             if isinstance(item, threading.Event):
                 # flush(): everything held goes out before the caller is told.
-                out.extend(transition for _, transition in self._held.values())
+                out.extend(_written_alone(held) for _, held in self._held.values())
                 self._held.clear()
+            elif isinstance(item, Start):
+                self._hold_or_write(item.job_key, item, out)
             elif isinstance(item, tuple):
-                job_key = item[0][0]
-                held = self._held.pop(job_key, None)
-                if held is not None:
-                    out.append(held[1])
-                if _starts_running(item) and self.running_delay_s > 0:
-                    self._held[job_key] = (time.monotonic() + self.running_delay_s, item)
+                transition = self._with_held_start(item, out)
+                if _starts_running(transition):
+                    self._hold_or_write(transition[0][0], transition, out)
                 else:
-                    out.append(item)
+                    out.append(transition)
             else:
                 out.append(item)
         now = time.monotonic()
         for job_key in [k for k, (due, _) in self._held.items() if due <= now]:
-            out.append(self._held.pop(job_key)[1])
+            out.append(_written_alone(self._held.pop(job_key)[1]))
         return out
+
+    def _with_held_start(
+        self, transition: Transition, out: list[Transition | Callable[[Any], None]]
+    ) -> Transition:
+        """``transition``, carrying its job's held start if it can (a count-only call, seq -1,
+        cannot: the start is then written just before it)."""
+        held = self._held.pop(transition[0][0], None)
+        if held is None:
+            return transition
+        start = held[1]
+        if isinstance(start, Start) and int(transition[1][3]) >= 0:
+            return start.absorbed_by(transition)
+        out.append(_written_alone(start))
+        return transition
+
+    def _hold_or_write(
+        self, job_key: str, start: Start | Transition, out: list[Transition | Callable[[Any], None]]
+    ) -> None:
+        if self.running_delay_s > 0:
+            self._held[job_key] = (time.monotonic() + self.running_delay_s, start)
+        else:
+            out.append(_written_alone(start))
 
     def _write(self, items: list[Transition | Callable[[Any], None]]) -> None:
         if not items:
@@ -202,6 +223,35 @@ class StateWriter(threading.Thread):
 
 
 Transition = tuple[list[str], list[Any]]
+_Item = Union["Transition", "Start", Callable[[Any], None], threading.Event]
+
+
+def _written_alone(held: Start | Transition) -> Transition:
+    return held.running() if isinstance(held, Start) else held
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """A job's start, as a worker thread hands it over: cheap to make, and most never
+    become a transition of their own (see StateWriter)."""
+
+    job_key: str
+    at_ms: int
+    attempts: int
+    running: Callable[[], Transition]  # the full "running" transition, when written alone
+
+    def absorbed_by(self, transition: Transition) -> Transition:
+        """``transition`` (the job's next, never a count-only one) carrying this start too:
+        the "running" history entry before its own, and the start time."""
+        keys_, args = transition
+        entries = int(args[10])
+        merged = [*args[:10], entries + 1, json.dumps({"state": "running", "at": self.at_ms}), *args[11:]]
+        names = set(merged[12 + entries :: 2])
+        if "started_at" not in names:
+            merged += ["started_at", self.at_ms]
+        if "attempts" not in names:
+            merged += ["attempts", self.attempts]
+        return keys_, merged
 
 
 def _starts_running(transition: Transition) -> bool:
@@ -270,10 +320,11 @@ class JobState(Middleware):
         *,
         done: bool = False,
         outcome: tuple[str, str] | None = None,
+        at_ms: int | None = None,
         **fields: Any,
     ) -> tuple[list[str], list[Any]]:
         ns = broker.namespace  # type: ignore[attr-defined]
-        now = _now_ms()
+        now = _now_ms() if at_ms is None else at_ms
         queue_name = keys.group(message.queue_name)
         counter = minute_field = bucket = ""
         duration = 0.0
@@ -360,16 +411,15 @@ class JobState(Middleware):
         _running.set((self, broker, message))
         _started.set(time.perf_counter())
         start_capture()
-        self._submit(
-            broker,
-            self._transition(
-                broker,
-                message,
-                "running",
-                started_at=_now_ms(),
-                attempts=int(message.options.get("attempt", 1)),
-            ),
-        )
+        at_ms, attempts = _now_ms(), int(message.options.get("attempt", 1))
+
+        def running() -> Transition:
+            return self._transition(
+                broker, message, "running", at_ms=at_ms, started_at=at_ms, attempts=attempts
+            )
+
+        job_key = keys.job(broker.namespace, message.message_id)  # type: ignore[attr-defined]
+        self._writer_for(broker).submit_start(Start(job_key, at_ms, attempts, running))
 
     def after_process_message(
         self,
