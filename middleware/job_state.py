@@ -202,7 +202,8 @@ class StateWriter(threading.Thread):
     def _write(self, items: list[Transition | Callable[[Any], None]]) -> None:
         if not items:
             return
-        pipe = self.client.pipeline(transaction=False)
+        writes: list[Transition | Callable[[Any], None]] = []
+        counts = BatchCounts()
         run: list[Transition] = []
         # Submission order is kept: a job's log lines land before its final
         # state (which wakes result() waiters); only runs of transitions merge.
@@ -210,11 +211,18 @@ class StateWriter(threading.Thread):
             if isinstance(item, tuple):
                 run.append(item)
                 continue
-            for keys_, args in coalesce(run):
-                STATE.queue(pipe, keys_, args)
+            writes.extend(counts.take(transition) for transition in coalesce(run))
             run = []
             if item is not None:
-                item(pipe)
+                writes.append(item)
+        pipe = self.client.pipeline(transaction=False)
+        # The batch's counters first: a waiter woken by a final state finds its job counted.
+        counts.queue(pipe)
+        for write in writes:
+            if isinstance(write, tuple):
+                STATE.queue(pipe, *write)
+            else:
+                write(pipe)
         try:
             execute(pipe, self.client, [STATE])
         except redis.RedisError as exc:
@@ -224,6 +232,44 @@ class StateWriter(threading.Thread):
 
 Transition = tuple[list[str], list[Any]]
 _Item = Union["Transition", "Start", Callable[[Any], None], threading.Event]
+
+
+class BatchCounts:
+    """The fleet counters of a batch of transitions, summed: a few commands per batch
+    instead of six per job (the job-state script skips counters it is not given)."""
+
+    def __init__(self) -> None:
+        self.increments: dict[tuple[str, str], int] = {}
+        self.sums: dict[tuple[str, str], float] = {}
+        self.minute_keys: set[str] = set()
+
+    def take(self, transition: Transition) -> Transition:
+        """``transition`` without its counters, which are added here."""
+        keys_, args = transition
+        counter, minute_field, bucket, actor, duration = args[5:10]
+        if not counter:
+            return transition
+        jobs_key, minute_key, duration_key = keys_[3:6]
+        self._add(jobs_key, counter)
+        self._add(minute_key, minute_field)
+        self.minute_keys.add(minute_key)
+        if bucket:
+            self._add(duration_key, bucket)
+            self._add(duration_key, f"{actor}|count")
+            field = (duration_key, f"{actor}|sum")
+            self.sums[field] = self.sums.get(field, 0.0) + float(duration)
+        return keys_, [*args[:5], "", "", "", *args[8:]]
+
+    def _add(self, key: str, field: str) -> None:
+        self.increments[(key, field)] = self.increments.get((key, field), 0) + 1
+
+    def queue(self, pipe: Any) -> None:
+        for (key, field), count in self.increments.items():
+            pipe.hincrby(key, field, count)
+        for (key, field), total in self.sums.items():
+            pipe.hincrbyfloat(key, field, repr(total))
+        for key in self.minute_keys:
+            pipe.expire(key, metrics.MINUTE_TTL_S)
 
 
 def _written_alone(held: Start | Transition) -> Transition:

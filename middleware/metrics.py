@@ -3,7 +3,8 @@
 Every worker process adds to the same Redis hashes, so a scrape of any one
 process (or of the dashboard) sees the whole fleet, once: no per-process
 registries to sum, no double counting, no port per worker process. Counts
-are written by the job-state script, in the same call as the transition.
+are written by each process's job-state writer, summed over a batch of
+transitions, in the same round trip as the transitions.
 
 Keys (under the namespace):
   metrics:jobs          field "actor|queue|outcome|code" -> count (outcome: succeeded, failed, retried, dead)

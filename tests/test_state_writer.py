@@ -7,6 +7,7 @@ is held. History and timestamps are the same either way.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -88,3 +89,33 @@ def test_flush_writes_what_is_held(
     assert writer.flush(timeout_s=10)
     status = _reader(redis_client, redis_namespace).status(message.message_id)
     assert status is not None and status["state"] == "running"
+
+
+def test_a_batchs_counters_are_summed_into_the_fleet_metrics(
+    broker: FleetBroker, redis_client: redis.Redis, redis_namespace: str
+) -> None:
+    from middleware import metrics
+    from middleware.job_state import _started
+
+    state = JobState(60)
+    writer = StateWriter(redis_client, running_delay_s=0, gather_s=0)
+    token = _started.set(time.perf_counter() - 0.2)  # each job ran for about 0.2 s
+    try:
+        for outcome in ("succeeded", "succeeded", "succeeded", "failed"):
+            code = "VAL_2001" if outcome == "failed" else ""
+            writer.submit(*state._transition(broker, _message(), outcome, done=True, outcome=(outcome, code)))
+    finally:
+        _started.reset(token)
+    writer.start()  # everything queued so far is one batch
+    assert writer.flush(timeout_s=10)
+
+    ns = redis_namespace
+    jobs = {k.decode(): int(v) for k, v in redis_client.hgetall(metrics.jobs_key(ns)).items()}
+    assert jobs == {"probe|email|succeeded|": 3, "probe|email|failed|VAL_2001": 1}
+    durations = {k.decode(): v.decode() for k, v in redis_client.hgetall(metrics.duration_key(ns)).items()}
+    assert durations["probe|0.25"] == "4" and durations["probe|count"] == "4"
+    assert 0.8 <= float(durations["probe|sum"]) < 2.0
+    (minute,) = redis_client.keys(f"{ns}:metrics:minute:*")
+    per_minute = {k.decode(): int(v) for k, v in redis_client.hgetall(minute).items()}
+    assert per_minute == {"email|succeeded": 3, "email|failed": 1}
+    assert 0 < redis_client.ttl(minute) <= metrics.MINUTE_TTL_S
