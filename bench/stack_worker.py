@@ -1,9 +1,11 @@
 """Worker module for benchmarks: our stack with parts switched off by BENCH_VARIANT.
 
 `full`: the production stack (fleet broker with caps and leases, job state,
-unique keys, every policy middleware). `bare`: the same policy middleware
-minus job state and unique keys, on Dramatiq's plain RedisBroker consumer (no
-caps). Both run the same no-op actor on the `email` queue.
+unique keys, every policy middleware). `no-state`: the production stack
+without the job-state middleware (a diagnostic: what state, results, job log
+lines and counters cost). `bare`: the same policy middleware minus job state
+and unique keys, on Dramatiq's plain RedisBroker consumer (no caps). All run
+the same no-op actor on the `email` queue.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ class NoopPayload(Payload):
 def build() -> RedisBroker:
     if VARIANT == "full":
         return build_broker(settings)
+    if VARIANT == "no-state":
+        stack = build_broker(settings)
+        stack.middleware[:] = [m for m in stack.middleware if not isinstance(m, JobState)]
+        return stack
     middleware = [m for m in policy_middleware(settings) if not isinstance(m, JobState | UniqueJobs)]
     return RedisBroker(
         client=redis_client(settings), middleware=middleware, namespace=settings.redis_namespace

@@ -148,6 +148,12 @@ def shapes(dsn: str) -> dict[str, Shape]:
                 celery=True,
             ),
             Shape(
+                "ours-nostate",
+                "ours without job state (no status/result, no job log lines, no counters)",
+                "bench.stack_worker",
+                {**everything_on, "BENCH_VARIANT": "no-state"},
+            ),
+            Shape(
                 "ours-bare",
                 "ours bare: policy middleware, no state/unique, Dramatiq's consumer",
                 "bench.stack_worker",
