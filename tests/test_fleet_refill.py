@@ -8,6 +8,7 @@ directly (no worker processes) and read the outcome from Redis.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Iterator
@@ -203,3 +204,25 @@ def test_hooks_run_in_dramatiq_order_and_follow_changes_to_the_middleware_list(
     broker.add_middleware(Skipper())
     with pytest.raises(SkipMessage):
         broker.emit_before("process_message", None)
+
+
+def test_messages_running_under_a_replaced_consumer_stay_held_until_settled(
+    broker: FleetBroker, redis_client: redis.Redis, redis_namespace: str
+) -> None:
+    broker.worker_threads = 2
+    send(broker, 1)
+    # Dramatiq replaces a consumer after a connection error; the job it handed
+    # out keeps running and is acknowledged through the new consumer.
+    old = broker.consume(QUEUE, prefetch=2, timeout=100)
+    (running,) = take(old, 1)
+    old.close()
+    del old
+    gc.collect()
+    new = broker.consume(QUEUE, prefetch=2, timeout=100)
+    redis_id = running.options["redis_message_id"]
+    # Still held, so the keeper renews its lease, and it counts against the threads.
+    assert broker.held_messages() == [(QUEUE, redis_id)]
+    assert new.outstanding_message_count == 1
+    new.ack(running)
+    assert broker.held_messages() == []
+    assert leases(redis_client, redis_namespace) == set()

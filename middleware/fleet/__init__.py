@@ -93,6 +93,7 @@ class FleetBroker(RedisBroker):
         self.add_middleware(_WorkerHooks())
         self._keeper: Keeper | None = None
         self._keeper_lock = threading.Lock()
+        self._held: dict[str, tuple[set[str], threading.Lock]] = {}
 
     # Dramatiq calls every hook of every middleware for every signal, most of
     # them the base class's no-ops: a dozen calls per signal, several signals
@@ -242,8 +243,20 @@ class FleetBroker(RedisBroker):
             returned += len(ids)
         return returned
 
+    def held_for(self, queue_name: str) -> tuple[set[str], threading.Lock]:
+        """The redis ids this process holds of ``queue_name`` (fetched, not settled), and their lock."""
+        with self._keeper_lock:
+            return self._held.setdefault(queue_name, (set(), threading.Lock()))
+
     def held_messages(self) -> list[tuple[str, str]]:
-        return [pair for consumer in list(self._consumers) for pair in consumer.held()]
+        """(queue, redis id) of every message this process holds: the keeper renews their leases."""
+        with self._keeper_lock:
+            held = list(self._held.items())
+        pairs: list[tuple[str, str]] = []
+        for queue_name, (ids, lock) in held:
+            with lock:
+                pairs.extend((queue_name, redis_id) for redis_id in ids)
+        return pairs
 
     def _start_keeper(self) -> None:
         with self._keeper_lock:

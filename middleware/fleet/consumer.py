@@ -100,11 +100,14 @@ class FleetConsumer(Consumer):
         self.yield_to = broker.high_lane_of(queue_name)
         self.partner = broker.partner_lane(queue_name)
         self._cache: deque[tuple[str, bytes]] = deque()
-        self._held: set[str] = set()
+        # Shared by every consumer of this queue in this process: after Dramatiq
+        # replaces a consumer (a connection error), the messages still running
+        # under the old one stay held, so their leases are renewed and count
+        # against this process's threads until they settle.
+        self._held, self._lock = broker.held_for(queue_name)
         # Delayed messages held here until due (or promoted); Dramatiq only
         # gets them then, so a promotion can still reach them.
         self._delayed: dict[str, tuple[int, Message[Any]]] = {}
-        self._lock = threading.Lock()
         self._settled = threading.Event()
         self._wake_key = keys.wake(broker.namespace, queue_name)
         # Refills are for live queues; a delay queue's messages only move along.
@@ -125,7 +128,7 @@ class FleetConsumer(Consumer):
             return len(self._held)
 
     def held(self) -> list[tuple[str, str]]:
-        """(queue, redis id) of every message this consumer has fetched and not settled."""
+        """(queue, redis id) of every message of this queue this process has fetched and not settled."""
         with self._lock:
             return [(self.queue_name, rid) for rid in self._held]
 
