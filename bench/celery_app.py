@@ -40,7 +40,7 @@ app.conf.update(
 client = redis.Redis.from_url(REDIS_URL)
 
 
-@app.task(name="noop")
+@app.task(name="noop")  # type: ignore[untyped-decorator]  # celery ships no types
 def noop(n: int, sent_at: float = 0.0) -> None:
     if sent_at:
         client.rpush(START, f"{sent_at!r} {time.time()!r}")
@@ -48,7 +48,7 @@ def noop(n: int, sent_at: float = 0.0) -> None:
         client.incr(COUNTER)
 
 
-@worker_ready.connect
+@worker_ready.connect  # type: ignore[untyped-decorator]
 def _announce(**_: Any) -> None:
     print(READY, flush=True)
 

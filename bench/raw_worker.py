@@ -16,7 +16,9 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 NAMESPACE = os.environ.get("REDIS_NAMESPACE", "bench-raw")
-broker = RedisBroker(url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/14"), namespace=NAMESPACE)
+broker = RedisBroker(  # type: ignore[no-untyped-call]
+    url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/14"), namespace=NAMESPACE
+)
 dramatiq.set_broker(broker)
 COUNTER = f"{NAMESPACE}:bench:done"
 START = f"{NAMESPACE}:bench:latency"

@@ -38,7 +38,7 @@ def build() -> RedisBroker:
         stack.middleware[:] = [m for m in stack.middleware if not isinstance(m, JobState)]
         return stack
     middleware = [m for m in policy_middleware(settings) if not isinstance(m, JobState | UniqueJobs)]
-    return RedisBroker(
+    return RedisBroker(  # type: ignore[no-untyped-call]
         client=redis_client(settings), middleware=middleware, namespace=settings.redis_namespace
     )
 

@@ -378,7 +378,7 @@ def spread(values: list[float], digits: int = 0) -> str:
 
 
 def _median(samples: list[Sample], attr: str) -> float:
-    return statistics.median(getattr(s, attr) for s in samples)
+    return float(statistics.median(getattr(s, attr) for s in samples))
 
 
 def _ratio(results: dict[str, list[Sample]], top: str, bottom: str) -> str:
