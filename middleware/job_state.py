@@ -88,11 +88,12 @@ class StateWriter(threading.Thread):
     carries every transition queued since the last one, gathered for up to
     ``gather_s`` after the first.
 
-    A job's ``running`` transition is held back for up to ``running_delay_s``:
-    a job that ends sooner has it written in one call with its outcome (both
-    history entries, the true start time), which halves the state writes of
-    short jobs. Outcomes, progress reports and counts are never held; they
-    take a held ``running`` of their job with them, in order.
+    A job's start (a :class:`Start`, or a ``running`` transition) is held
+    back for up to ``running_delay_s``: a job that ends sooner has it written
+    in one call with its outcome (both history entries, the true start time),
+    which halves the state writes of short jobs. Outcomes, progress reports
+    and counts are never held; they take a held start of their job with
+    them, in order.
     """
 
     def __init__(
@@ -165,8 +166,9 @@ class StateWriter(threading.Thread):
             elif isinstance(item, Start):
                 self._hold_or_write(item.job_key, item, out)
             elif isinstance(item, tuple):
+                holds = _starts_running(item)  # decided on the item as submitted
                 transition = self._with_held_start(item, out)
-                if _starts_running(transition):
+                if holds:
                     self._hold_or_write(transition[0][0], transition, out)
                 else:
                     out.append(transition)

@@ -119,3 +119,28 @@ def test_a_batchs_counters_are_summed_into_the_fleet_metrics(
     per_minute = {k.decode(): int(v) for k, v in redis_client.hgetall(minute).items()}
     assert per_minute == {"email|succeeded": 3, "email|failed": 1}
     assert 0 < redis_client.ttl(minute) <= metrics.MINUTE_TTL_S
+
+
+def test_a_progress_report_is_written_at_once_and_carries_the_held_start(
+    broker: FleetBroker, redis_client: redis.Redis, redis_namespace: str
+) -> None:
+    from middleware.job_state import Start
+
+    state, message = JobState(60), _message()
+    writer = _writer(redis_client, running_delay_s=60)
+    reader = _reader(redis_client, redis_namespace)
+
+    def running() -> tuple[list[str], list[Any]]:
+        return state._transition(broker, message, "running", at_ms=1_000, started_at=1_000, attempts=1)
+
+    writer.submit_start(Start(running()[0][0], 1_000, 1, running))
+    keys_, args = state._transition(broker, message, "running", progress=50.0, progress_note="half")
+    args[10] = 0  # a progress report has no history entry of its own (as JobState.progress builds it)
+    del args[11]
+    writer.submit(keys_, args)
+    # Well before the 60 s hold: the report is not held, and the start travels with it.
+    assert wait_until(lambda: (reader.status(message.message_id) or {}).get("progress") == 50.0, timeout=10)
+    status = reader.status(message.message_id)
+    assert status is not None and status["state"] == "running" and status["progress_note"] == "half"
+    assert [h["state"] for h in status["history"]] == ["running"]
+    assert status["started_at"].timestamp() == 1.0
