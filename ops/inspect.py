@@ -52,6 +52,7 @@ class MessageRow:
     enqueued_at: datetime
     at: datetime | None  # due time (delayed) or failure time (dead)
     args: dict[str, Any] = field(default_factory=dict)
+    lane: str = "normal"  # "high": the queue's high-priority lane (consumed first)
 
     @property
     def age_s(self) -> float:
@@ -90,13 +91,14 @@ class Inspector:
             pipe.llen(keys.queue(self.ns, q))
             pipe.llen(keys.queue(self.ns, keys.high_lane(q)))
             pipe.hlen(keys.messages(self.ns, keys.delayed(q)))
+            pipe.hlen(keys.messages(self.ns, keys.delayed(keys.high_lane(q))))
             pipe.zcount(keys.slots(self.ns, q), now_ms, "+inf")
             pipe.zcard(keys.dead_letters(self.ns, q))
         pipe.smembers(keys.paused(self.ns))
         for key in minute_keys:
             pipe.hgetall(key)
         replies = pipe.execute()
-        per_queue = 5
+        per_queue = 6
         paused = {p.decode() for p in replies[per_queue * len(self.queues)]}
         hour: dict[tuple[str, str], int] = {}
         for raw in replies[per_queue * len(self.queues) + 1 :]:
@@ -104,12 +106,14 @@ class Inspector:
                 hour[k] = hour.get(k, 0) + v
         rows = []
         for i, q in enumerate(self.queues):
-            waiting, waiting_high, delayed, running, dead = replies[per_queue * i : per_queue * i + per_queue]
+            waiting, waiting_high, delayed, delayed_high, running, dead = replies[
+                per_queue * i : per_queue * i + per_queue
+            ]
             rows.append(
                 QueueOverview(
                     name=q,
                     waiting=int(waiting) + int(waiting_high),
-                    delayed=int(delayed),
+                    delayed=int(delayed) + int(delayed_high),
                     running=int(running),
                     cap=self.broker.caps.get(q),
                     dead=int(dead),
@@ -142,21 +146,19 @@ class Inspector:
     def messages(
         self, queue: str, kind: MessageKind, page: int = 0, per_page: int = 25
     ) -> tuple[list[MessageRow], int]:
-        """One page of a queue's waiting, delayed or dead messages, newest first, and the total."""
+        """One page of a queue's waiting, delayed or dead messages, newest first, and the total.
+
+        Waiting messages of a high-priority lane come first (they run first), then
+        the normal lane's, each newest first; delayed messages of both lanes are
+        listed together by due time.
+        """
         if queue not in self.queues:
             raise KeyError(queue)
         start, stop = page * per_page, (page + 1) * per_page - 1
         if kind == "waiting":
-            list_key = keys.queue(self.ns, queue)
-            total = int(self.client.llen(list_key))
-            ids = (
-                list(reversed(self.client.lrange(list_key, -(stop + 1), -(start + 1))))
-                if start < total
-                else []
-            )
-            store = keys.messages(self.ns, queue)
-            times: Mapping[bytes, float] = {}
-        elif kind == "dead":
+            return self._waiting(queue, start, stop)
+        times: Mapping[bytes, float] = {}
+        if kind == "dead":
             zkey = keys.dead_letters(self.ns, queue)
             total = int(self.client.zcard(zkey))
             pairs = cast(list[tuple[bytes, float]], self.client.zrevrange(zkey, start, stop, withscores=True))
@@ -164,17 +166,19 @@ class Inspector:
             times = dict(pairs)
             store = keys.dead_letter_messages(self.ns, queue)
         else:
-            store = keys.messages(self.ns, keys.delayed(queue))
-            total = int(self.client.hlen(store))
-            scanned = dict(self.client.hscan_iter(store, count=500)) if total <= DELAYED_SCAN_LIMIT else {}
-            decoded = sorted(
-                ((rid, json.loads(raw)) for rid, raw in scanned.items()),
-                key=lambda pair: pair[1].get("options", {}).get("eta", 0),
-                reverse=True,
-            )
-            page_items = decoded[start : stop + 1]
+            stores = [(keys.messages(self.ns, keys.delayed(lane)), name) for lane, name in self._lanes(queue)]
+            total = sum(int(self.client.hlen(store)) for store, _ in stores)
+            decoded = []
+            if total <= DELAYED_SCAN_LIMIT:
+                for store, lane_name in stores:
+                    decoded += [
+                        (rid, json.loads(raw), lane_name)
+                        for rid, raw in self.client.hscan_iter(store, count=500)
+                    ]
+            decoded.sort(key=lambda item: item[1].get("options", {}).get("eta", 0), reverse=True)
             return [
-                self._row(rid, data, queue, data.get("options", {}).get("eta")) for rid, data in page_items
+                self._row(rid, data, queue, data.get("options", {}).get("eta"), lane=lane_name)
+                for rid, data, lane_name in decoded[start : stop + 1]
             ], total
         raws = self.client.hmget(store, ids) if ids else []
         rows = [
@@ -184,8 +188,43 @@ class Inspector:
         ]
         return rows, total
 
+    def _lanes(self, queue: str) -> list[tuple[str, str]]:
+        """(queue name, lane) of each lane of ``queue``, the one consumed first first."""
+        if queue in self.broker.high_lanes:
+            return [(keys.high_lane(queue), "high"), (queue, "normal")]
+        return [(queue, "normal")]
+
+    def _waiting(self, queue: str, start: int, stop: int) -> tuple[list[MessageRow], int]:
+        lanes = self._lanes(queue)
+        pipe = self.client.pipeline(transaction=False)
+        for lane, _ in lanes:
+            pipe.llen(keys.queue(self.ns, lane))
+        lengths = [int(n) for n in pipe.execute()]
+        rows: list[MessageRow] = []
+        offset = 0
+        # The page is a window on the lanes one after the other, each newest first.
+        for (lane, lane_name), length in zip(lanes, lengths, strict=True):
+            first, last = max(start, offset) - offset, min(stop, offset + length - 1) - offset
+            offset += length
+            if first > last:
+                continue
+            ids = list(reversed(self.client.lrange(keys.queue(self.ns, lane), -(last + 1), -(first + 1))))
+            raws = self.client.hmget(keys.messages(self.ns, lane), ids) if ids else []
+            rows += [
+                self._row(rid, json.loads(raw), queue, None, lane=lane_name)
+                for rid, raw in zip(ids, raws, strict=True)
+                if raw
+            ]
+        return rows, sum(lengths)
+
     def _row(
-        self, redis_id: bytes | str, data: dict[str, Any], queue: str, at_ms: float | None
+        self,
+        redis_id: bytes | str,
+        data: dict[str, Any],
+        queue: str,
+        at_ms: float | None,
+        *,
+        lane: str = "normal",
     ) -> MessageRow:
         options = data.get("options", {})
         return MessageRow(
@@ -199,6 +238,7 @@ class Inspector:
             enqueued_at=_dt(data.get("message_timestamp", 0)) or datetime.now(UTC),
             at=_dt(at_ms),
             args=self.safe_args(data),
+            lane=lane,
         )
 
     def safe_args(self, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -222,6 +262,8 @@ class Inspector:
             for store in (
                 keys.messages(self.ns, queue),
                 keys.messages(self.ns, keys.delayed(queue)),
+                keys.messages(self.ns, keys.high_lane(queue)),
+                keys.messages(self.ns, keys.delayed(keys.high_lane(queue))),
                 keys.dead_letter_messages(self.ns, queue),
             ):
                 pipe.hget(store, redis_id)

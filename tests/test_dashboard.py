@@ -114,6 +114,45 @@ def test_overview_shows_each_queues_counts(dashboard: StartDashboard) -> None:
     assert api["email"]["cap"] == 5 and api["email"]["paused"] is False
 
 
+def test_high_priority_messages_are_counted_listed_first_and_shown_on_job_pages(
+    dashboard: StartDashboard,
+) -> None:
+    d = dashboard(PROTECTED)
+    email = d.probes["email"]
+    for i in range(3):
+        email.send(key=f"normal{i}")
+    urgent = [email.send(key=f"urgent{i}", priority="high").message_id for i in range(2)]
+    email.send_with_options(kwargs={"key": "urgent-later", "priority": "high"}, delay=600_000)
+    email.send_with_options(kwargs={"key": "later"}, delay=300_000)
+
+    with d.client(BASIC) as client:
+        overview = {q["name"]: q for q in client.get("/api/overview").json()["queues"]}
+        waiting = client.get("/api/queues/email", params={"kind": "waiting"}).json()
+        second = client.get("/api/queues/email", params={"kind": "waiting", "per_page": 4, "page": 1}).json()
+        delayed = client.get("/api/queues/email", params={"kind": "delayed"}).json()
+        page = client.get("/queues/email").text
+        job_page = client.get(f"/jobs/{urgent[0]}").text
+
+    assert (overview["email"]["waiting"], overview["email"]["delayed"]) == (5, 2)
+    # The high lane runs first, so it is listed first; each lane newest first.
+    assert waiting["total"] == 5
+    assert [(m["args"]["key"], m["lane"]) for m in waiting["messages"]] == [
+        ("urgent1", "high"),
+        ("urgent0", "high"),
+        ("normal2", "normal"),
+        ("normal1", "normal"),
+        ("normal0", "normal"),
+    ]
+    assert [m["args"]["key"] for m in second["messages"]] == ["normal0"]  # a window across the lanes
+    assert delayed["total"] == 2
+    assert [(m["args"]["key"], m["lane"]) for m in delayed["messages"]] == [
+        ("urgent-later", "high"),
+        ("later", "normal"),
+    ]
+    assert page.count('class="badge info"') == 2
+    assert "urgent0" in job_page  # its arguments, read from the high lane's store
+
+
 def test_queue_pages_list_newest_first_and_paginate(dashboard: StartDashboard) -> None:
     d = dashboard(PROTECTED)
     for i in range(30):

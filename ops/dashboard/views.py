@@ -231,6 +231,7 @@ def message_json(row: MessageRow) -> dict[str, Any]:
         "message_id": row.message_id,
         "redis_id": row.redis_id,
         "queue": row.queue,
+        "lane": row.lane,
         "actor": row.actor,
         "attempts": row.attempts,
         "error_code": row.error_code,
