@@ -8,7 +8,6 @@ when the test fails. Measured figures are printed and appended to
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ import redis
 
 from tests.services.redis_db import REDIS_TEST_URL
 from tests.services.workers import clean_environ
+from tests.support.redis_inspect import wait_until
 
 from .ledger import Ledger
 from .servers import RedisServer, SentinelCluster
@@ -125,10 +125,5 @@ def ledger_env(redis_namespace: str) -> dict[str, str]:
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` passes (bounded; never a bare sleep)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
+    """:func:`wait_until` with this tier's coarser polling (its waits run to tens of seconds)."""
+    return wait_until(predicate, timeout=timeout, interval=interval)
