@@ -34,7 +34,7 @@ from typing import Any
 
 from pymongo import MongoClient
 
-from bench.harness import machine, today, write_result
+from bench.harness import machine, publish, today
 from jobs.collections import AggregationType
 
 DAY = datetime(2026, 1, 1, tzinfo=UTC)
@@ -191,9 +191,7 @@ def main(argv: list[str]) -> int:
 |---:|---|---:|---:|---:|---:|---:|
 {table}
 """
-    path = write_result("analytics", text)
-    print(text)
-    print(f"written to {path}")
+    publish("analytics", text)
     return 0
 
 

@@ -14,7 +14,7 @@ import time
 
 import redis
 
-from bench.harness import REDIS_URL, machine, namespace, today, write_result
+from bench.harness import REDIS_URL, machine, namespace, publish, today
 from jobs.actors import declare_actors
 from jobs.bulk import send_many
 from jobs.runtime import Runtime
@@ -90,6 +90,5 @@ Ratios: {", ".join(ratios)}. `send_many` makes one round trip per 500 messages i
 message; what remains is Python work per message that both pay: payload validation (for e-mail,
 RFC address checks with email-validator, ~80 us per message) and encoding.
 """
-    print(text)
-    print(f"written to {write_result('bulk', text)}")
+    publish("bulk", text)
     return 0

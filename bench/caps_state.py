@@ -19,7 +19,7 @@ import time
 
 import redis
 
-from bench.harness import REDIS_URL, Workers, machine, namespace, summary, today, write_result
+from bench.harness import REDIS_URL, Workers, machine, namespace, publish, summary, today
 
 
 def run_once(client: redis.Redis, variant: str, jobs: int) -> tuple[float, float]:
@@ -89,7 +89,5 @@ def main(argv: list[str]) -> int:
 
 Ratios full/bare: drain **{drain_ratio:.2f}**, enqueue **{enqueue_ratio:.2f}**.
 """
-    path = write_result("caps_state", text)
-    print(text)
-    print(f"written to {path}")
+    publish("caps_state", text)
     return 0

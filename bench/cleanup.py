@@ -31,7 +31,7 @@ from typing import Any
 from pymongo import monitoring
 
 from bench.analytics import Server, _nproc, mongo_server
-from bench.harness import machine, today, write_result
+from bench.harness import machine, publish, today
 from jobs.cleanup.batches import Batching, delete_by_id_lists
 from jobs.cleanup.run import cleanup
 from jobs.collections import CollectionNames
@@ -194,7 +194,5 @@ def main(argv: list[str]) -> int:
 |---|---:|---:|---:|---:|---:|---:|---:|
 {table}
 """
-    path = write_result("cleanup", text)
-    print(text)
-    print(f"written to {path}")
+    publish("cleanup", text)
     return 0

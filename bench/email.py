@@ -22,7 +22,7 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any, Literal
 
-from bench.harness import machine, today, write_result
+from bench.harness import machine, publish, today
 from jobs.mail.addresses import Mailbox
 from jobs.mail.message import OutgoingEmail, build_email
 from jobs.mail.smtp import SMTPBackend
@@ -140,7 +140,5 @@ connection adds several round trips (greeting, EHLO, STARTTLS, EHLO again, AUTH)
 with the distance to the server. The machine is shared with other work: compare the rounds, not
 only the medians.
 """
-    path = write_result("email", text)
-    print(text)
-    print(f"written to {path}")
+    publish("email", text)
     return 0

@@ -122,6 +122,14 @@ def write_result(name: str, text: str) -> Path:
     return path
 
 
+def publish(name: str, text: str, data: Any = None) -> Path:
+    """Write a benchmark's result (with its numbers attached, if given), print it and where it went."""
+    path = write_result(name, text if data is None else with_data(text, data))
+    print(text)
+    print(f"written to {path}")
+    return path
+
+
 # --- Comparison runner plumbing (bench.all, throughput, latency, idle) -------------------------
 
 _PR_SET_PDEATHSIG = 1

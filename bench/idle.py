@@ -30,10 +30,9 @@ from bench.harness import (
     facts,
     load_average,
     namespace,
+    publish,
     redis_where,
     stopped_on_exit,
-    with_data,
-    write_result,
 )
 from bench.latency import warm_up
 from bench.measure import RedisDelta, per, redis_delta, redis_snapshot
@@ -174,9 +173,7 @@ def run(args: argparse.Namespace, url: str, where: str) -> Path:
         text = report(results, args, facts(client, where, load_before))
     finally:
         client.close()
-    path = write_result("idle", with_data(text, summary_data(results)))
-    print(text)
-    print(f"written to {path}")
+    path = publish("idle", text, summary_data(results))
     return path
 
 

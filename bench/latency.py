@@ -31,10 +31,9 @@ from bench.harness import (
     load_average,
     namespace,
     percentile,
+    publish,
     redis_where,
     stopped_on_exit,
-    with_data,
-    write_result,
 )
 from bench.throughput import Sender, Shape, sentry_sink, shape_env, shapes, start_workers
 
@@ -210,9 +209,7 @@ def run(args: argparse.Namespace, url: str, where: str) -> Path:
         text = report(runs, args, facts(client, where, load_before))
     finally:
         client.close()
-    path = write_result("latency", with_data(text, summary_data(runs)))
-    print(text)
-    print(f"written to {path}")
+    path = publish("latency", text, summary_data(runs))
     return path
 
 

@@ -34,7 +34,8 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (read from /proc)."""
     kids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -53,7 +54,7 @@ def group_cpu_seconds(pid: int) -> float:
     while stack:
         current = stack.pop()
         total += _proc_cpu(current)
-        stack.extend(_children(current))
+        stack.extend(children(current))
     return total
 
 
@@ -122,7 +123,7 @@ def descendants(pid: int) -> list[int]:
     while stack:
         current = stack.pop()
         found.append(current)
-        stack.extend(_children(current))
+        stack.extend(children(current))
     return found
 
 

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import redis
 
-from bench.harness import REDIS_URL, REPO, machine, namespace, today, write_result
+from bench.harness import REDIS_URL, REPO, machine, namespace, publish, today
+from bench.measure import children
 
 # queue -> share of the jobs (proportional to the fleet-wide caps 5/3/2/1)
 MIX = {"email": 5, "image-processing": 3, "analytics": 2, "cleanup": 1}
@@ -56,19 +57,6 @@ def rss_mib(pid: int) -> float:
     except OSError:
         pass
     return 0.0
-
-
-def worker_pids(main_pid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == main_pid:
-                pids.append(int(entry.name))
-    return sorted(pids)
 
 
 def produce(ns: str, jobs: int, backlog: int, client: redis.Redis, stop: threading.Event) -> None:
@@ -118,9 +106,7 @@ def main(argv: list[str]) -> int:
         os.environ.update(env)
         run = soak(client, ns, env, args.jobs, args.backlog, args.window)
     verdict, text = render(run, args)
-    path = write_result("soak", text)
-    print(text)
-    print(f"written to {path}")
+    publish("soak", text)
     return 0 if verdict else 1
 
 
@@ -158,7 +144,7 @@ def soak(client: redis.Redis, ns: str, env: dict[str, str], jobs: int, backlog: 
             stop.wait(0.5)
             done = int(client.hlen(ends_key))
             now = time.monotonic()
-            pids = worker_pids(workers.pid)
+            pids = sorted(children(workers.pid))
             if "first" not in run.rss_at and done >= checkpoint:
                 run.rss_at["first"] = [rss_mib(p) for p in pids]
                 run.rss_at["first_done"] = [float(done)]

@@ -49,10 +49,9 @@ from bench.harness import (
     facts,
     load_average,
     namespace,
+    publish,
     redis_where,
     stopped_on_exit,
-    with_data,
-    write_result,
 )
 from bench.measure import RedisDelta, cpu_seconds, descendants, per, redis_delta, redis_snapshot
 
@@ -494,9 +493,7 @@ def run(args: argparse.Namespace, url: str, where: str) -> Path:
         text = report(results, catalog, args, facts(client, where, load_before))
     finally:
         client.close()
-    path = write_result("throughput", with_data(text, summary_data(results, catalog)))
-    print(text)
-    print(f"written to {path}")
+    path = publish("throughput", text, summary_data(results, catalog))
     return path
 
 
