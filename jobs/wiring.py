@@ -49,7 +49,7 @@ def redis_client(settings: Settings) -> redis.Redis:
         return redis.Redis.from_url(settings.redis_connection_url(), **timeouts)
     from redis.sentinel import Sentinel
 
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8.2
         sentinels,
         # Sentinels answer at once or not at all: a short timeout moves on to the next one.
         sentinel_kwargs={
@@ -62,7 +62,7 @@ def redis_client(settings: Settings) -> redis.Redis:
             "socket_connect_timeout": 2,
         },
     )
-    master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+    master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call,unused-ignore]
         settings.redis_sentinel_master,
         password=settings.redis_password.get_secret_value() if settings.redis_password else None,
         db=settings.redis_db,
