@@ -18,12 +18,13 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Protocol, Union
 
 import redis
 from dramatiq.broker import Broker, MessageProxy
@@ -38,6 +39,7 @@ from .job_result import take_job_result
 from .sanitize import redact, redact_text
 from .scripts import LuaScript, execute
 from .secrets_scope import sensitive_args_of
+from .settle import settle_after_outcome
 
 FINAL_STATES = frozenset({"succeeded", "failed", "dead", "skipped"})
 _TIMESTAMPS = ("enqueued_at", "started_at", "finished_at", "retry_at", "updated_at", "progress_at")
@@ -48,6 +50,10 @@ RUNNING_DELAY_S = 0.05
 # How long the state writer lets a batch gather (measured: 10 ms took a fifth
 # off the CPU per no-op job of a busy worker and Redis, against none).
 GATHER_S = 0.01
+# How soon a batch that Redis could not be reached for is tried again, and how
+# many writes are kept for that at most (each a job's transition or log lines).
+RETRY_S = 1.0
+MAX_BACKLOG = 20_000
 STATE = LuaScript.from_file(Path(__file__).parent / "job_state.lua")
 
 # Order of transitions within one attempt; a later attempt, or a message
@@ -94,22 +100,32 @@ class StateWriter(threading.Thread):
     which halves the state writes of short jobs. Outcomes, progress reports
     and counts are never held; they take a held start of their job with
     them, in order.
+
+    With ``fleet``, finished messages acked with ``keep`` (see
+    ``middleware.settle``) are forgotten at the end of the round trip that
+    writes their outcomes. A batch that could not reach Redis is tried again
+    whole, ahead of the next, so an outcome is not lost to a short outage and
+    no message is forgotten without its outcome.
     """
 
     def __init__(
         self,
         client: redis.Redis,
         *,
+        fleet: SettleScript | None = None,
         running_delay_s: float = RUNNING_DELAY_S,
         gather_s: float = GATHER_S,
     ) -> None:
         super().__init__(name="taatom-job-state", daemon=True)
         self.client = client
+        self.fleet = fleet
         self.running_delay_s = running_delay_s
         self.gather_s = gather_s
         self.pending: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         # job key -> (when it must be written, its start); only this thread uses it
         self._held: dict[str, tuple[float, Start | Transition]] = {}
+        # Writes of batches Redis could not be reached for, oldest first; only this thread uses it
+        self._backlog: list[_Write] = []
 
     def submit(self, keys_: list[str], args: list[Any]) -> None:
         self.pending.put((keys_, args))
@@ -120,6 +136,10 @@ class StateWriter(threading.Thread):
     def submit_commands(self, write: Callable[[Any], None]) -> None:
         """Other writes of the job (its log lines), kept in order with its transitions."""
         self.pending.put(write)
+
+    def settle(self, job_key: str, queue_name: str, redis_id: str) -> None:
+        """Forget a message acked with ``keep`` once everything submitted before is written."""
+        self.pending.put(Settled(job_key, queue_name, redis_id))
 
     def flush(self, timeout_s: float = 5.0) -> bool:
         done = threading.Event()
@@ -135,9 +155,10 @@ class StateWriter(threading.Thread):
                     item.set()
 
     def _next_batch(self) -> list[_Item]:
-        wait_s = None
+        wait_s = RETRY_S if self._backlog else None
         if self._held:
-            wait_s = max(0.0, min(due for due, _ in self._held.values()) - time.monotonic())
+            due_s = max(0.0, min(due for due, _ in self._held.values()) - time.monotonic())
+            wait_s = due_s if wait_s is None else min(wait_s, due_s)
         try:
             batch = [self.pending.get(timeout=wait_s)]
         except queue.Empty:
@@ -154,10 +175,10 @@ class StateWriter(threading.Thread):
                 break
         return batch
 
-    def _release(self, batch: list[_Item]) -> list[Transition | Callable[[Any], None]]:
+    def _release(self, batch: list[_Item]) -> list[_Write]:
         """What to write now, in order: the batch, minus the starts held back, plus the
         held ones whose job moved on (carried by its next transition) or whose time is up."""
-        out: list[Transition | Callable[[Any], None]] = []
+        out: list[_Write] = []
         for item in batch:
             if isinstance(item, threading.Event):
                 # flush(): everything held goes out before the caller is told.
@@ -179,9 +200,7 @@ class StateWriter(threading.Thread):
             out.append(_written_alone(self._held.pop(job_key)[1]))
         return out
 
-    def _with_held_start(
-        self, transition: Transition, out: list[Transition | Callable[[Any], None]]
-    ) -> Transition:
+    def _with_held_start(self, transition: Transition, out: list[_Write]) -> Transition:
         """``transition``, carrying its job's held start if it can (a count-only call, seq -1,
         cannot: the start is then written just before it)."""
         held = self._held.pop(transition[0][0], None)
@@ -193,23 +212,25 @@ class StateWriter(threading.Thread):
         out.append(_written_alone(start))
         return transition
 
-    def _hold_or_write(
-        self, job_key: str, start: Start | Transition, out: list[Transition | Callable[[Any], None]]
-    ) -> None:
+    def _hold_or_write(self, job_key: str, start: Start | Transition, out: list[_Write]) -> None:
         if self.running_delay_s > 0:
             self._held[job_key] = (time.monotonic() + self.running_delay_s, start)
         else:
             out.append(_written_alone(start))
 
-    def _write(self, items: list[Transition | Callable[[Any], None]]) -> None:
+    def _write(self, batch: list[_Write]) -> None:
+        items = [*self._backlog, *batch]
         if not items:
             return
+        settled = [(s.queue_name, s.redis_id) for s in items if isinstance(s, Settled)]
         writes: list[Transition | Callable[[Any], None]] = []
         counts = BatchCounts()
         run: list[Transition] = []
         # Submission order is kept: a job's log lines land before its final
         # state (which wakes result() waiters); only runs of transitions merge.
         for item in [*items, None]:
+            if isinstance(item, Settled):
+                continue
             if isinstance(item, tuple):
                 run.append(item)
                 continue
@@ -225,15 +246,62 @@ class StateWriter(threading.Thread):
                 STATE.queue(pipe, *write)
             else:
                 write(pipe)
+        scripts = [STATE]
+        if settled and self.fleet is not None:
+            # Last: a round trip cut short forgets no message whose outcome it did not write.
+            self.fleet.queue_settle(pipe, settled)
+            scripts.append(self.fleet.script)
+        self._backlog = []
         try:
-            execute(pipe, self.client, [STATE])
+            execute(pipe, self.client, scripts)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._keep_for_retry(items, exc)
         except redis.RedisError as exc:
-            # Job state is a view for people; the jobs themselves are safe.
-            logger.warning("Lost %d job-state writes: %s", len(items), type(exc).__name__)
+            # Every command ran (the error is one's reply): trying again would repeat them.
+            logger.warning("A job-state write failed: %s", type(exc).__name__)
+
+    def _keep_for_retry(self, items: list[_Write], exc: redis.RedisError) -> None:
+        """Try ``items`` again with the next batch; past ``MAX_BACKLOG``, drop the oldest.
+
+        A dropped write leaves an earlier state in ``status()``; a dropped
+        settle leaves its message in this worker's ack set, to run again
+        after this worker stops (never forgotten without its outcome).
+        """
+        dropped = max(0, len(items) - MAX_BACKLOG)
+        # A job whose transition is dropped keeps its message too.
+        lost = {item[0][0] for item in items[:dropped] if isinstance(item, tuple)}
+        self._backlog = [
+            item for item in items[dropped:] if not (isinstance(item, Settled) and item.job_key in lost)
+        ]
+        logger.warning(
+            "Job-state writes wait for Redis (%s): %d kept, %d dropped.",
+            type(exc).__name__,
+            len(self._backlog),
+            len(items) - len(self._backlog),
+        )
 
 
 Transition = tuple[list[str], list[Any]]
-_Item = Union["Transition", "Start", Callable[[Any], None], threading.Event]
+_Item = Union["Transition", "Start", "Settled", Callable[[Any], None], threading.Event]
+_Write = Union["Transition", "Settled", Callable[[Any], None]]
+
+
+class SettleScript(Protocol):
+    """What the writer needs of the fleet script to forget settled messages."""
+
+    @property
+    def script(self) -> LuaScript: ...
+
+    def queue_settle(self, pipe: Any, settled: Sequence[tuple[str, str]]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A message acked with ``keep``, to forget once its outcome (submitted before) is written."""
+
+    job_key: str
+    queue_name: str
+    redis_id: str
 
 
 class BatchCounts:
@@ -356,7 +424,9 @@ class JobState(Middleware):
     def _writer_for(self, broker: Broker) -> StateWriter:
         with self._writer_lock:
             if self._writer is None:
-                self._writer = StateWriter(broker.client)  # type: ignore[attr-defined]
+                # A FleetBroker's consumers ack finished messages with "keep": this writer forgets them.
+                fleet = getattr(broker, "fleet", None)
+                self._writer = StateWriter(broker.client, fleet=fleet)  # type: ignore[attr-defined]
                 self._writer.start()
             return self._writer
 
@@ -494,6 +564,7 @@ class JobState(Middleware):
                 error_code="",
                 error="",
             )
+            self._settle_with_outcome(broker, message)
         elif message.failed:
             take_job_result()
             transition = self._transition(
@@ -551,6 +622,19 @@ class JobState(Middleware):
         _running.set(None)
         take_lines()
         self._submit(broker, self._transition(broker, message, "skipped", done=True, finished_at=_now_ms()))
+        self._settle_with_outcome(broker, message)
+
+    def _settle_with_outcome(self, broker: Broker, message: MessageProxy) -> None:
+        """Keep the message in Redis until its final state is written (see ``middleware.settle``).
+
+        Only for outcomes that end the message here: a retried one is acked at
+        once (its next attempt is already queued, and must not run twice), a
+        failed one moves to the dead letters.
+        """
+        writer = self._writer_for(broker)
+        if writer.fleet is not None:
+            job_key = keys.job(broker.namespace, message.message_id)  # type: ignore[attr-defined]
+            settle_after_outcome(message, partial(writer.settle, job_key))
 
     def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
         if self._writer is not None:

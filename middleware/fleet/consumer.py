@@ -14,7 +14,8 @@ retries move on when they come due.
 A busy consumer does not fetch either: the script call that acknowledges a
 finished message also takes the next one for it (the slot just freed, taken
 again), so a steady stream costs one round trip per message, as Dramatiq's
-own acks do.
+own acks do. A finished job's message stays in the ack set until its
+outcome is written (``middleware.settle``): that call only frees its slot.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dramatiq.message import Message
 
 from .. import keys
 from ..errors import VAL_2003
+from ..settle import settle_of
 
 if TYPE_CHECKING:
     from . import FleetBroker
@@ -139,6 +141,8 @@ class FleetConsumer(Consumer):
 
     def ack(self, message: MessageProxy) -> None:
         redis_id = message.options["redis_message_id"]
+        # Its outcome still on its way to Redis: the message is forgotten with it.
+        settle_later = settle_of(message)
         try:
             refilled = self.broker.fleet.ack(
                 self.queue_name,
@@ -148,12 +152,15 @@ class FleetConsumer(Consumer):
                 cap=self.cap,
                 lease_ms=self.broker.lease_ms,
                 yield_to=self.yield_to,
+                keep=settle_later is not None,
             )
         except _REDIS_DOWN as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
         if refilled:
             self._accept_refill(refilled)
         self._settle(redis_id)
+        if settle_later is not None:
+            settle_later(self.queue_name, redis_id)
 
     def _limit(self) -> int:
         """Most messages held at once: prefetch, and for a capped queue no more than

@@ -2,7 +2,7 @@
 -- concurrency leases, lease renewal and dead-worker recovery.
 --
 -- KEYS[1]  namespace
--- ARGV[1]  command: fetch | ack | nack | requeue | tick
+-- ARGV[1]  command: fetch | ack | settle | nack | requeue | tick
 -- ARGV[2]  now (ms)
 -- ARGV[3]  worker id (broker id of the calling process)
 -- ARGV[4+] command arguments, as below
@@ -101,6 +101,14 @@ local function take(q, wanted, cap, lease_ms, yield_to)
     return out
 end
 
+-- Forget a finished message of this worker: out of its ack set, and its data
+-- deleted unless the id went back to a queue meanwhile (recovery moved it).
+local function forget(q, id)
+    if redis.call("srem", acks_key(worker, q), id) > 0 then
+        redis.call("hdel", ns .. ":" .. q .. ".msgs", id)
+    end
+end
+
 -- fetch: ARGV[4] queue, ARGV[5] how many, ARGV[6] cap (0: none), ARGV[7] lease ms,
 -- ARGV[8] a high lane this queue yields to while it has messages waiting ("": none)
 -- returns {id1, data1, id2, data2, ...}
@@ -108,15 +116,17 @@ if command == "fetch" then
     return take(ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8])
 
 -- ack: ARGV[4] queue, ARGV[5] id, ARGV[6] the other lane to wake when a slot frees ("": none),
--- then optionally a refill: ARGV[7] how many to take for this worker in the same call,
--- ARGV[8] cap, ARGV[9] lease ms, ARGV[10] lane to yield to (as fetch's).
+-- ARGV[7] how many to take for this worker in the same call (a refill; 0: none),
+-- ARGV[8] cap, ARGV[9] lease ms, ARGV[10] lane to yield to (as fetch's),
+-- ARGV[11] "1": free the slot but keep the message in the ack set until "settle"
+-- (its outcome is not recorded yet: should this worker die first, recovery runs it again).
 -- A busy consumer thus gets its next message without a fetch of its own, and
 -- a slot it frees and takes again wakes nobody. Returns what it took, as fetch.
 elseif command == "ack" then
     local q = ARGV[4]
     local id = ARGV[5]
-    if redis.call("srem", acks_key(worker, q), id) > 0 then
-        redis.call("hdel", ns .. ":" .. q .. ".msgs", id)
+    if ARGV[11] ~= "1" then
+        forget(q, id)
     end
     local freed = redis.call("zrem", slots_key(q), id) == 1
     local out = {}
@@ -131,6 +141,13 @@ elseif command == "ack" then
         end
     end
     return out
+
+-- settle: ARGV[4..] queue, id pairs acked with "keep" whose outcome is now recorded
+elseif command == "settle" then
+    for i = 4, #ARGV, 2 do
+        forget(ARGV[i], ARGV[i + 1])
+    end
+    return 1
 
 -- nack: ARGV[4] queue, ARGV[5] id, ARGV[6] other lane to wake; the message moves to the dead letters
 elseif command == "nack" then

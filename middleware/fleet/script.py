@@ -24,6 +24,10 @@ class FleetScript:
         self.namespace = namespace
         self.worker_id = worker_id
 
+    @property
+    def script(self) -> LuaScript:
+        return FLEET
+
     def _args(self, command: str, *args: str | int) -> list[Any]:
         return [command, now_ms(), self.worker_id, *args]
 
@@ -47,13 +51,24 @@ class FleetScript:
         cap: int = 0,
         lease_ms: int = 0,
         yield_to: str = "",
+        keep: bool = False,
     ) -> list[tuple[str, bytes]]:
-        """Acknowledge ``redis_id`` and, with ``refill``, take up to that many more as ``fetch`` would."""
-        if refill <= 0:
+        """Acknowledge ``redis_id`` and, with ``refill``, take up to that many more as ``fetch`` would.
+
+        With ``keep`` the slot is freed but the message stays in this worker's
+        ack set until :meth:`queue_settle` forgets it: until then, this
+        worker's death sends it back to its queue.
+        """
+        if refill <= 0 and not keep:
             self._call("ack", queue, redis_id, also_wake)
             return []
-        flat = self._call("ack", queue, redis_id, also_wake, refill, cap, lease_ms, yield_to)
+        flat = self._call("ack", queue, redis_id, also_wake, refill, cap, lease_ms, yield_to, int(keep))
         return _pairs(flat)
+
+    def queue_settle(self, pipe: Any, settled: Sequence[tuple[str, str]]) -> None:
+        """Add to ``pipe`` one call that forgets these (queue, redis id) pairs acked with ``keep``."""
+        flat = [part for pair in settled for part in pair]
+        FLEET.queue(pipe, [self.namespace], self._args("settle", *flat))
 
     def nack(self, queue: str, redis_id: str, also_wake: str = "") -> None:
         self._call("nack", queue, redis_id, also_wake)
