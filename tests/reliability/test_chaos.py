@@ -215,4 +215,6 @@ def test_chaos_every_job_completes_no_email_twice(
     assert sent == {f"key:chaos-{i}" for i in range(EMAILS)}, figures
     assert already_sent >= RESENT, figures
     states = Counter((stack.api.status(job) or {}).get("state") for job in email_jobs)
-    assert set(states) <= {"succeeded", "running"}, (states, figures)
+    # A kill between an ack and the outcome's write runs the job again (middleware.settle):
+    # every job ends recorded as it ended.
+    assert set(states) == {"succeeded"}, (states, figures)
