@@ -74,9 +74,23 @@ def configure_logging(
         handler.set_name(_HANDLER_NAME)
         root.addHandler(style_handler(handler, settings))
     root.setLevel(settings.log_level)
+    _skip_unused_record_fields()
     # Dramatiq's debug chatter only when asked for; pymongo's never by default.
     if settings.log_level != "DEBUG":
         logging.getLogger("pymongo").setLevel(logging.WARNING)
+
+
+def _skip_unused_record_fields() -> None:
+    """Our formats show no caller, thread or process: don't look them up for every record.
+
+    The switches the logging module provides for this (its HOWTO, "Optimization");
+    the caller lookup alone walks the stack on every call. Only our own entry
+    points call this: an app that embeds the jobs keeps its logging as it is.
+    """
+    logging._srcfile = None  # the documented switch
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def _batched(root: logging.Logger, handler: logging.Handler) -> logging.Handler:
