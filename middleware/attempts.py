@@ -21,6 +21,7 @@ from dramatiq.broker import Broker, MessageProxy
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware
 
+from . import keys
 from .errors import SRV_6003, JobError
 from .job_log import log_final_failure, log_retry
 from .policy import QueuePolicy
@@ -63,7 +64,8 @@ class Attempts(Middleware):
         return {"max_attempts", "backoff_min_ms", "backoff_max_ms"}
 
     def policy_for(self, broker: Broker, message: Message[Any] | MessageProxy) -> QueuePolicy:
-        base = self.policies.get(message.queue_name.removesuffix(".DQ"), self.default)
+        # A lane (email.HI) or a delay queue (email.DQ) has its queue's policy.
+        base = self.policies.get(keys.group(message.queue_name), self.default)
         actor_options = (
             broker.get_actor(message.actor_name).options if message.actor_name in broker.actors else {}
         )

@@ -15,17 +15,24 @@ from collections.abc import Mapping
 from dramatiq.broker import Broker, MessageProxy
 from dramatiq.middleware import TimeLimit
 
+from . import keys
+
 
 class QueueTimeLimit(TimeLimit):
     def __init__(self, limits_ms: Mapping[str, int], default_ms: int, *, interval_ms: int = 250) -> None:
         super().__init__(time_limit=default_ms, interval=interval_ms)
         self.limits_ms = dict(limits_ms)
+        self.default_ms = default_ms
 
-    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+    def limit_ms_for(self, broker: Broker, message: MessageProxy) -> int:
+        """The message's limit, else its actor's, else its queue's (a lane's is its queue's)."""
         actor_options = broker.get_actor(message.actor_name).options
-        limit = (
+        return int(
             message.options.get("time_limit")
             or actor_options.get("time_limit")
-            or self.limits_ms.get(message.queue_name, self.time_limit)
+            or self.limits_ms.get(keys.group(message.queue_name), self.default_ms)
         )
+
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        limit = self.limit_ms_for(broker, message)
         self.manager.add_timeout(threading.get_ident(), limit)  # type: ignore[no-untyped-call]
