@@ -6,9 +6,10 @@ timestamps, error code, sanitized error and result) and a history list of
 ``queued``, ``delayed``, ``running``, ``retrying`` (with ``retry_at``),
 ``succeeded`` (with ``result``), ``failed`` (with ``error_code`` and
 ``attempts``), ``dead`` (in the dead-letter queue), ``skipped`` (a duplicate
-of a unique job). A transition is one Lua call (job_state.lua) that also
-counts the outcome for metrics; transitions carry a sequence number, so one
-that arrives late never takes a job back to an earlier state.
+of a unique job). Transitions are written by a Lua script (job_state.lua),
+a batch of them in one call; they carry a sequence number, so one that
+arrives late never takes a job back to an earlier state. Outcomes are
+counted for metrics by the state writer, summed per batch.
 """
 
 from __future__ import annotations
@@ -222,31 +223,10 @@ class StateWriter(threading.Thread):
         items = [*self._backlog, *batch]
         if not items:
             return
-        settled = [(s.queue_name, s.redis_id) for s in items if isinstance(s, Settled)]
-        writes: list[Transition | Callable[[Any], None]] = []
-        counts = BatchCounts()
-        run: list[Transition] = []
-        # Submission order is kept: a job's log lines land before its final
-        # state (which wakes result() waiters); only runs of transitions merge.
-        for item in [*items, None]:
-            if isinstance(item, Settled):
-                continue
-            if isinstance(item, tuple):
-                run.append(item)
-                continue
-            writes.extend(counts.take(transition) for transition in coalesce(run))
-            run = []
-            if item is not None:
-                writes.append(item)
         pipe = self.client.pipeline(transaction=False)
-        # The batch's counters first: a waiter woken by a final state finds its job counted.
-        counts.queue(pipe)
-        for write in writes:
-            if isinstance(write, tuple):
-                STATE.queue(pipe, *write)
-            else:
-                write(pipe)
+        _queue_writes(pipe, items)
         scripts = [STATE]
+        settled = [(s.queue_name, s.redis_id) for s in items if isinstance(s, Settled)]
         if settled and self.fleet is not None:
             # Last: a round trip cut short forgets no message whose outcome it did not write.
             self.fleet.queue_settle(pipe, settled)
@@ -281,7 +261,74 @@ class StateWriter(threading.Thread):
         )
 
 
+def _queue_writes(pipe: Any, items: list[_Write]) -> None:
+    """Add ``items`` (but settles) to ``pipe`` in submission order, the batch's counters first.
+
+    Order matters: a job's log lines land before its final state (which
+    wakes ``result()`` waiters), and a waiter woken by a final state finds
+    its job counted. A job's consecutive transitions merge into one; a run
+    of transitions goes in one script call.
+    """
+    counts = BatchCounts()
+    writes: list[Transition | Callable[[Any], None]] = []
+    run: list[Transition] = []
+    for item in [*items, None]:
+        if isinstance(item, Settled):
+            continue
+        if isinstance(item, tuple):
+            run.append(item)
+            continue
+        # Count-only calls (seq -1) have nothing left to write once counted.
+        writes.extend(t for t in (counts.take(t) for t in coalesce(run)) if int(t[1][3]) >= 0)
+        run = []
+        if item is not None:
+            writes.append(item)
+    counts.queue(pipe)
+    wires: list[str] = []
+    for write in [*writes, None]:
+        if isinstance(write, tuple):
+            wires.append(wire(write))
+            continue
+        # A few hundred at most per call, so that no call holds Redis up for long.
+        for start in range(0, len(wires), MAX_PER_CALL):
+            STATE.queue(pipe, [], wires[start : start + MAX_PER_CALL])
+        wires = []
+        if write is not None:
+            write(pipe)
+
+
 Transition = tuple[list[str], list[Any]]
+#: Most transitions in one call of job_state.lua.
+MAX_PER_CALL = 200
+
+
+def wire(transition: Transition) -> str:
+    """``transition`` as job_state.lua takes it: one JSON argument (see its header).
+
+    One argument instead of some thirty: packing them for the wire was the
+    larger part of the state writer's time.
+    """
+    keys_, args = transition
+    entries = int(args[10])
+    fields = [value if isinstance(value, str) else str(value) for value in args[11 + entries :]]
+    return json.dumps(
+        [
+            keys_[0],
+            keys_[1],
+            keys_[2],
+            str(args[0]),
+            str(args[1]),
+            args[2],
+            str(args[3]),
+            int(args[4]),
+            args[11 : 11 + entries],
+            fields,
+        ],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
 _Item = Union["Transition", "Start", "Settled", Callable[[Any], None], threading.Event]
 _Write = Union["Transition", "Settled", Callable[[Any], None]]
 
@@ -510,7 +557,9 @@ class JobState(Middleware):
             self._submit(broker, transition)
         else:
             # The app's send(): written in the same round trip as the message, before it.
-            deferred.defer(message.options["redis_message_id"], lambda pipe: STATE.queue(pipe, *transition))
+            deferred.defer(
+                message.options["redis_message_id"], lambda pipe: STATE.queue(pipe, [], [wire(transition)])
+            )
 
     def progress(self, broker: Broker, message: MessageProxy, percent: float, note: str | None) -> None:
         keys_, args = self._transition(

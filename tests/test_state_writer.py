@@ -144,3 +144,43 @@ def test_a_progress_report_is_written_at_once_and_carries_the_held_start(
     assert status is not None and status["state"] == "running" and status["progress_note"] == "half"
     assert [h["state"] for h in status["history"]] == ["running"]
     assert status["started_at"].timestamp() == 1.0
+
+
+def test_a_batch_keeps_text_numbers_and_order_exact(
+    broker: FleetBroker, redis_client: redis.Redis, redis_namespace: str
+) -> None:
+    """Transitions travel as JSON to the script: non-ASCII text (astral characters too),
+    numbers and history come back as they went, and a late transition changes nothing."""
+    state = JobState(60)
+    writer = StateWriter(redis_client, running_delay_s=0, gather_s=0)
+    reader = _reader(redis_client, redis_namespace)
+    failed, done = _message(), _message()
+    error = 'SMTP 550 für "Zürich" 🏔 \\ \u2028 end'
+    writer.submit(*state._transition(broker, failed, "running", at_ms=1_000, started_at=1_000, attempts=1))
+    writer.submit(
+        *state._transition(
+            broker,
+            failed,
+            "failed",
+            done=True,
+            at_ms=2_500,
+            finished_at=2_500,
+            error_code="VAL_2001",
+            error=error,
+        )
+    )
+    writer.submit(*state._transition(broker, done, "succeeded", done=True, at_ms=3_000, result='{"n": 0.1}'))
+    # Late: an earlier phase of an attempt already recorded as failed.
+    writer.submit(*state._transition(broker, failed, "running", at_ms=4_000, started_at=4_000))
+    writer.start()  # one batch
+    assert writer.flush(timeout_s=10)
+
+    status = reader.status(failed.message_id)
+    assert status is not None
+    assert (status["state"], status["error_code"], status["error"]) == ("failed", "VAL_2001", error)
+    assert [h["state"] for h in status["history"]] == ["running", "failed"]
+    assert status["started_at"].timestamp() == 1.0 and status["finished_at"].timestamp() == 2.5
+    assert status["attempts"] == 1
+    other = reader.status(done.message_id)
+    assert other is not None and other["state"] == "succeeded" and other["result"] == {"n": 0.1}
+    assert redis_client.lrange(f"{redis_namespace}:job:{failed.message_id}:done", 0, -1) == [b"failed"]
