@@ -184,3 +184,13 @@ def test_a_batch_keeps_text_numbers_and_order_exact(
     other = reader.status(done.message_id)
     assert other is not None and other["state"] == "succeeded" and other["result"] == {"n": 0.1}
     assert redis_client.lrange(f"{redis_namespace}:job:{failed.message_id}:done", 0, -1) == [b"failed"]
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "gather_s"),
+    [(1, 0.01), (20, 0.01), (40, 0.02), (100, 0.05), (1000, 0.05)],
+)
+def test_a_busy_writer_gathers_longer_up_to_50_ms(batch_size: int, gather_s: float) -> None:
+    from middleware.job_state import gather_after
+
+    assert gather_after(batch_size, 0.01) == pytest.approx(gather_s)
