@@ -402,6 +402,11 @@ class BatchCounts:
             pipe.expire(key, metrics.MINUTE_TTL_S)
 
 
+def history_entry(state: str, at_ms: int) -> str:
+    """One entry of a job's history list, as JSON (states are plain words: nothing to escape)."""
+    return f'{{"state":"{state}","at":{at_ms}}}'
+
+
 def _written_alone(held: Start | Transition) -> Transition:
     return held.running() if isinstance(held, Start) else held
 
@@ -421,7 +426,7 @@ class Start:
         the "running" history entry before its own, and the start time."""
         keys_, args = transition
         entries = int(args[10])
-        merged = [*args[:10], entries + 1, json.dumps({"state": "running", "at": self.at_ms}), *args[11:]]
+        merged = [*args[:10], entries + 1, history_entry("running", self.at_ms), *args[11:]]
         names = set(merged[12 + entries :: 2])
         if "started_at" not in names:
             merged += ["started_at", self.at_ms]
@@ -513,14 +518,10 @@ class JobState(Middleware):
             if started is not None and outcome[0] in ("succeeded", "failed"):
                 duration = time.perf_counter() - started
                 bucket = f"{message.actor_name}|{metrics.bucket_for(duration)}"
-        keys_ = [
-            keys.job(ns, message.message_id),
-            keys.job_history(ns, message.message_id),
-            keys.job_done(ns, message.message_id),
-            metrics.jobs_key(ns),
-            metrics.minute_key(ns, now // 60_000),
-            metrics.duration_key(ns),
-        ]
+        message_id = message.message_id
+        keys_ = [keys.job(ns, message_id), keys.job_history(ns, message_id), keys.job_done(ns, message_id)]
+        if counter:  # the counters' keys, for BatchCounts
+            keys_ += [metrics.jobs_key(ns), metrics.minute_key(ns, now // 60_000), metrics.duration_key(ns)]
         args: list[Any] = [
             self.ttl_s,
             now,
@@ -533,7 +534,7 @@ class JobState(Middleware):
             message.actor_name,
             repr(duration),
             1,  # history entries that follow
-            json.dumps({"state": state, "at": now}),
+            history_entry(state, now),
         ]
         for name, value in fields.items():
             if value is not None:
