@@ -40,7 +40,7 @@ from .job_result import take_job_result
 from .sanitize import redact, redact_text
 from .scripts import LuaScript, execute
 from .secrets_scope import sensitive_args_of
-from .settle import settle_after_outcome
+from .settle import PendingOutcome, settle_after_outcome
 
 FINAL_STATES = frozenset({"succeeded", "failed", "dead", "skipped"})
 _TIMESTAMPS = ("enqueued_at", "started_at", "finished_at", "retry_at", "updated_at", "progress_at")
@@ -697,7 +697,9 @@ class JobState(Middleware):
         writer = self._writer_for(broker)
         if writer.fleet is not None:
             job_key = keys.job(broker.namespace, message.message_id)  # type: ignore[attr-defined]
-            settle_after_outcome(message, partial(writer.settle, job_key))
+            settle_after_outcome(
+                message, PendingOutcome(partial(writer.settle, job_key), writer.submit_commands)
+            )
 
     def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
         if self._writer is not None:

@@ -16,6 +16,7 @@ from dramatiq.broker import Broker, MessageProxy
 from dramatiq.middleware import Middleware, SkipMessage
 
 from . import keys
+from .settle import pending_outcome
 
 _CLAIM = """
 local current = redis.call("get", KEYS[1])
@@ -71,6 +72,13 @@ class UniqueJobs(Middleware):
         if key is None:
             return
         if exception is None:
-            broker.client.set(key, f"done:{message.message_id}", px=self.ttl_ms)  # type: ignore[attr-defined]
+            done, ttl_ms = f"done:{message.message_id}", self.ttl_ms
+            pending = pending_outcome(message)
+            if pending is None:
+                broker.client.set(key, done, px=ttl_ms)  # type: ignore[attr-defined]
+            else:
+                # With the outcome, in its round trip: the message stays in Redis until
+                # then, and a redelivery meanwhile finds its own claim and runs again.
+                pending.write_after(lambda pipe: pipe.set(key, done, px=ttl_ms))
         elif message.failed:
             self._script(broker, "release", _RELEASE)(keys=[key], args=[message.message_id])

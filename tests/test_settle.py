@@ -161,3 +161,53 @@ def test_a_stack_without_job_state_acks_at_once(redis_client: redis.Redis, redis
         assert _kept(redis_client, b, message.options["redis_message_id"]) == (False, False)
     finally:
         b.close()
+
+
+def test_a_unique_jobs_done_marker_is_written_with_its_outcome(
+    redis_client: redis.Redis, redis_namespace: str
+) -> None:
+    """The ``done:`` marker rides in the outcome's round trip: until then the claim
+    still says ``run:`` (a redelivery of the same message may run), and once
+    written, the marker, the state and the forgotten message land together."""
+    from middleware.unique import UniqueJobs
+
+    state = JobState(60)
+    b = FleetBroker(
+        client=redis_client,
+        namespace=redis_namespace,
+        middleware=[UniqueJobs(60), state],
+        caps={},
+        heartbeat_timeout=TIMEOUT_MS,
+    )
+    try:
+
+        @dramatiq.actor(broker=b, queue_name=QUEUE, actor_name="settle_unique")
+        def settle_unique(n: int) -> None:
+            pass
+
+        settle_unique.send_with_options(args=(1,), unique_key="once")
+        b.worker_threads = 1
+        consumer = b.consume(QUEUE, prefetch=1, timeout=100)
+        held = HeldWriter(state, b)
+        message = next(consumer)
+        assert message is not None
+        # As a worker thread runs it: before-hooks in order, after-hooks in reverse.
+        for m in b.middleware:
+            m.before_process_message(b, message)
+        for m in reversed(b.middleware):
+            m.after_process_message(b, message, result=None)
+        consumer.ack(message)
+        marker = f"{redis_namespace}:unique:once"
+        assert redis_client.get(marker) == f"run:{message.message_id}".encode()
+        assert _kept(redis_client, b, message.options["redis_message_id"]) == (True, True)
+
+        held.release()
+        assert wait_until(
+            lambda: redis_client.get(marker) == f"done:{message.message_id}".encode(), timeout=10
+        )
+        assert wait_until(
+            lambda: _kept(redis_client, b, message.options["redis_message_id"]) == (False, False), timeout=10
+        )
+        assert 0 < redis_client.pttl(marker) <= 60_000
+    finally:
+        b.close()

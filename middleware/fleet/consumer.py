@@ -35,7 +35,7 @@ from dramatiq.message import Message
 
 from .. import keys
 from ..errors import VAL_2003
-from ..settle import settle_of
+from ..settle import pending_outcome
 
 if TYPE_CHECKING:
     from . import FleetBroker
@@ -142,7 +142,7 @@ class FleetConsumer(Consumer):
     def ack(self, message: MessageProxy) -> None:
         redis_id = message.options["redis_message_id"]
         # Its outcome still on its way to Redis: the message is forgotten with it.
-        settle_later = settle_of(message)
+        pending = pending_outcome(message)
         try:
             refilled = self.broker.fleet.ack(
                 self.queue_name,
@@ -152,15 +152,15 @@ class FleetConsumer(Consumer):
                 cap=self.cap,
                 lease_ms=self.broker.lease_ms,
                 yield_to=self.yield_to,
-                keep=settle_later is not None,
+                keep=pending is not None,
             )
         except _REDIS_DOWN as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
         if refilled:
             self._accept_refill(refilled)
         self._settle(redis_id)
-        if settle_later is not None:
-            settle_later(self.queue_name, redis_id)
+        if pending is not None:
+            pending.settle(self.queue_name, redis_id)
 
     def _limit(self) -> int:
         """Most messages held at once: prefetch, and for a capped queue no more than
