@@ -155,10 +155,18 @@ class StateWriter(threading.Thread):
     def run(self) -> None:
         while True:
             batch = self._next_batch()
-            self._write(self._release(batch))
-            for item in batch:
-                if isinstance(item, threading.Event):
-                    item.set()
+            try:
+                self._write(self._release(batch))
+            except Exception as exc:
+                # This thread must outlive any one batch: without it no state is
+                # written and no finished message is forgotten (they would all run
+                # again after a restart). The type only: the text may quote job data.
+                logger.error("Dropped a batch of %d job-state writes: %s", len(batch), type(exc).__name__)
+                self._backlog = []
+            finally:
+                for item in batch:
+                    if isinstance(item, threading.Event):
+                        item.set()
 
     def _next_batch(self) -> list[_Item]:
         wait_s = RETRY_S if self._backlog else None
@@ -291,7 +299,7 @@ def _queue_writes(pipe: Any, items: list[_Write]) -> None:
         if item is not None:
             writes.append(item)
     counts.queue(pipe)
-    wires: list[str] = []
+    wires: list[bytes] = []
     for write in [*writes, None]:
         if isinstance(write, tuple):
             wires.append(wire(write))
@@ -315,11 +323,13 @@ Transition = tuple[list[str], list[Any]]
 MAX_PER_CALL = 200
 
 
-def wire(transition: Transition) -> str:
+def wire(transition: Transition) -> bytes:
     """``transition`` as job_state.lua takes it: one JSON argument (see its header).
 
     One argument instead of some thirty: packing them for the wire was the
-    larger part of the state writer's time.
+    larger part of the state writer's time. UTF-8, with any lone surrogate
+    (text decoded with ``surrogateescape``) replaced: neither UTF-8 nor the
+    script's JSON decoder would take it.
     """
     keys_, args = transition
     entries = int(args[10])
@@ -339,7 +349,7 @@ def wire(transition: Transition) -> str:
         ],
         ensure_ascii=False,
         separators=(",", ":"),
-    )
+    ).encode("utf-8", "replace")
 
 
 _Item = Union["Transition", "Start", "Settled", Callable[[Any], None], threading.Event]

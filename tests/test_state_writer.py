@@ -194,3 +194,27 @@ def test_a_busy_writer_gathers_longer_up_to_50_ms(batch_size: int, gather_s: flo
     from middleware.job_state import gather_after
 
     assert gather_after(batch_size, 0.01) == pytest.approx(gather_s)
+
+
+def test_the_writer_outlives_a_bad_batch_and_text_no_encoding_takes(
+    broker: FleetBroker, redis_client: redis.Redis, redis_namespace: str
+) -> None:
+    """A lone surrogate (text decoded with surrogateescape) is written as '?'; a batch
+    that fails for a reason of its own is dropped, and the next one is written."""
+    state = JobState(60)
+    writer = _writer(redis_client, running_delay_s=0)
+    reader = _reader(redis_client, redis_namespace)
+    odd, after = _message(), _message()
+    writer.submit(
+        *state._transition(broker, odd, "failed", done=True, error_code="VAL_2001", error="bad \udc80 byte")
+    )
+    assert wait_until(lambda: (reader.status(odd.message_id) or {}).get("error") == "bad ? byte", timeout=10)
+
+    def broken(pipe: Any) -> None:
+        raise RuntimeError("a write of its own that fails")
+
+    writer.submit_commands(broken)
+    assert writer.flush(timeout_s=10)
+    writer.submit(*state._transition(broker, after, "succeeded", done=True, result='{"ok": true}'))
+    assert wait_until(lambda: (reader.status(after.message_id) or {}).get("state") == "succeeded", timeout=10)
+    assert writer.is_alive()
