@@ -352,6 +352,30 @@ def test_actions_refuse_posts_without_csrf_proof(dashboard: StartDashboard) -> N
         assert unconfirmed.status_code == 400
 
 
+def test_every_process_of_one_dashboard_accepts_the_others_tokens(dashboard: StartDashboard) -> None:
+    """Two dashboard processes with the same credentials (replicas behind a balancer, web
+    server workers, a restart) share the CSRF secret; other credentials revoke it."""
+    first, second = dashboard(PROTECTED), dashboard(PROTECTED)
+    rotated = dashboard({**PROTECTED, "DASHBOARD_PASSWORD": PASSWORD + "-rotated"})
+    with first.client(BASIC) as client:
+        token = csrf_token(client.get("/").text)
+    with second.client(BASIC) as client:
+        paused = client.post(
+            "/queues/email/pause", headers={"Origin": second.server.url}, data={"csrf_token": token}
+        )
+        assert paused.status_code == 303
+    assert second.stack.api.paused() == {"email"}
+    with rotated.client((USER, PASSWORD + "-rotated")) as client:
+        refused = client.post(
+            "/queues/email/resume", headers={"Origin": rotated.server.url}, data={"csrf_token": token}
+        )
+        assert refused.status_code == 403
+    assert rotated.stack.api.paused() == {"email"}
+    # Without credentials (loopback only) each process keeps a secret of its own.
+    assert CsrfGuard.for_credentials(None, None)._secret != CsrfGuard.for_credentials(None, None)._secret
+    assert CsrfGuard.for_credentials(b"ab", b"c")._secret != CsrfGuard.for_credentials(b"a", b"bc")._secret
+
+
 def test_csrf_tokens_expire_and_belong_to_one_principal() -> None:
     guard = CsrfGuard(max_age_s=60)
     token = guard.issue("user:a", now=1_000_000)

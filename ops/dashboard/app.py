@@ -43,10 +43,10 @@ ROOT_KEY = "dashboard_root"
 class Deps:
     """What every route of one dashboard app works with."""
 
-    def __init__(self, ops: Ops, router: Router) -> None:
+    def __init__(self, ops: Ops, router: Router, csrf: CsrfGuard) -> None:
         self.ops = ops
         self.router = router
-        self.csrf = CsrfGuard()
+        self.csrf = csrf
         self.templates = self._templates()
 
     def root(self, request: Request) -> str:
@@ -121,13 +121,15 @@ def create_app(ops: Ops | None = None) -> Starlette:
     from . import actions, api, pages
 
     ops = ops or default_ops()
+    credentials = Credentials.from_settings(ops.settings)
     app = DashboardApp(
         middleware=[
             Middleware(SecurityHeaders),
-            Middleware(RequireAuth, credentials=Credentials.from_settings(ops.settings)),
+            Middleware(RequireAuth, credentials=credentials),
         ],
     )
-    deps = Deps(ops, app.router)
+    # From the credentials: every process serving this dashboard accepts the others' tokens.
+    deps = Deps(ops, app.router, CsrfGuard.for_credentials(credentials.password, credentials.token))
     app.router.routes.extend(
         [
             *pages.routes(deps),

@@ -5,9 +5,16 @@ Two independent checks, both required:
 * the request comes from our own pages: its ``Origin`` (or, lacking one, its
   ``Referer``) names the host the request was sent to;
 * it carries a token only our pages hand out: ``<issued>.<mac>``, where the
-  mac is an HMAC of the authenticated principal and the issue time under a
-  random per-app secret. It expires, and a token issued to one principal is
+  mac is an HMAC of the authenticated principal and the issue time under the
+  dashboard's secret. It expires, and a token issued to one principal is
   worthless to another.
+
+The secret is derived from the dashboard's credentials (scrypt, so a leaked
+token is no cheap oracle for guessing a password): every process serving the
+same dashboard (replicas behind a balancer, a web server's workers, the
+process after a restart) accepts the others' tokens, and changing a
+credential revokes every token issued under the old one. An open dashboard
+(loopback only, no credentials) uses a random secret per process.
 
 Basic credentials are sent by the browser automatically, so without these
 checks any page the operator visits could retry or purge dead letters.
@@ -24,6 +31,10 @@ from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
 
+# scrypt cost: ~40 ms once per process on this machine kind, per password guess for anyone else.
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+_LABEL = b"taatom-jobs dashboard csrf v1"
+
 FIELD = "csrf_token"
 HEADER = "x-csrf-token"
 MAX_AGE_S = 12 * 3600
@@ -33,6 +44,15 @@ class CsrfGuard:
     def __init__(self, secret: bytes | None = None, max_age_s: int = MAX_AGE_S) -> None:
         self._secret = secret or secrets.token_bytes(32)
         self.max_age_s = max_age_s
+
+    @classmethod
+    def for_credentials(cls, *credentials: bytes | None, max_age_s: int = MAX_AGE_S) -> CsrfGuard:
+        """A guard whose secret follows ``credentials`` (the password, the token; None if unset)."""
+        if not any(credentials):
+            return cls(max_age_s=max_age_s)
+        # Length-prefixed, so that no two different credential sets give the same input.
+        material = b"".join(len(c or b"").to_bytes(4, "big") + (c or b"") for c in credentials)
+        return cls(hashlib.scrypt(material, salt=_LABEL, dklen=32, **_SCRYPT), max_age_s=max_age_s)
 
     def __repr__(self) -> str:
         return f"CsrfGuard(max_age_s={self.max_age_s})"
