@@ -12,7 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from dramatiq.middleware import MiddlewareError
+from redis.sentinel import MasterNotFoundError
 
 _CODE_PATTERN = re.compile(r"^(VAL_2|FILE_4|SRV_6)\d{3}$")
 
@@ -122,6 +124,37 @@ class MessageRejected(JobError, MiddlewareError):
     Dramatiq swallows other exceptions raised in those hooks (it logs them and
     carries on); a MiddlewareError propagates, so the message fails with its code.
     """
+
+
+class EnqueueFailed(JobError):
+    """Redis did not take a message (``SRV_6003``): the send may be tried again, with
+    backoff and a ``unique_key`` (a send that timed out may still have landed).
+
+    Each subclass is also the redis-py error it stands for, so code that
+    catches ``redis.ConnectionError``, ``redis.TimeoutError`` or Sentinel's
+    ``MasterNotFoundError`` keeps working.
+    """
+
+
+class EnqueueUnavailable(EnqueueFailed, redis.ConnectionError):
+    pass
+
+
+class EnqueueTimedOut(EnqueueFailed, redis.TimeoutError):
+    pass
+
+
+class EnqueueNoMaster(EnqueueFailed, MasterNotFoundError):
+    pass
+
+
+def enqueue_failed(exc: redis.ConnectionError | redis.TimeoutError) -> EnqueueFailed:
+    """The :class:`EnqueueFailed` for a redis-py error raised while enqueueing."""
+    if isinstance(exc, MasterNotFoundError):
+        return EnqueueNoMaster(SRV_6003, f"no Redis master to enqueue to ({type(exc).__name__})")
+    if isinstance(exc, redis.TimeoutError):
+        return EnqueueTimedOut(SRV_6003, f"Redis did not answer the enqueue in time ({type(exc).__name__})")
+    return EnqueueUnavailable(SRV_6003, f"Redis could not be reached to enqueue ({type(exc).__name__})")
 
 
 def _rebuild_job_error(code: str, message: str, retry: bool, details: list[Mapping[str, Any]]) -> JobError:

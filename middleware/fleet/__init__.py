@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from uuid import uuid4
 
@@ -25,6 +25,7 @@ from dramatiq.message import Message
 from dramatiq.middleware import Middleware, MiddlewareError
 
 from .. import deferred, keys
+from ..errors import enqueue_failed
 from ..scripts import LuaScript, execute
 from .consumer import FleetConsumer
 from .keeper import Keeper
@@ -141,7 +142,11 @@ class FleetBroker(RedisBroker):
         return consumer
 
     def do_enqueue(self, queue_name: str, redis_id: str, data: bytes) -> None:
-        """Dramatiq's enqueue script and a wake-up token for idle consumers, in one round trip."""
+        """Dramatiq's enqueue script and a wake-up token for idle consumers, in one round trip.
+
+        Raises:
+          EnqueueFailed: (``SRV_6003``) Redis could not be reached or did not answer.
+        """
         wake_key = keys.wake(self.namespace, queue_name)
         pipe = self.client.pipeline(transaction=False)
         for write in deferred.take(redis_id):  # the message's job state, written before it
@@ -149,7 +154,8 @@ class FleetBroker(RedisBroker):
         DISPATCH.queue(pipe, [self.namespace], self._dispatch_args(queue_name, redis_id, data))
         pipe.rpush(wake_key, b"1")
         pipe.ltrim(wake_key, -WAKE_TOKENS, -1)
-        execute(pipe, self.client, [DISPATCH, *deferred_scripts()])
+        with _enqueue_errors():
+            execute(pipe, self.client, [DISPATCH, *deferred_scripts()])
 
     def high_lane_of(self, queue_name: str) -> str:
         """The lane ``queue_name`` yields to ("" if none): only a normal lane with a high twin."""
@@ -191,13 +197,16 @@ class FleetBroker(RedisBroker):
                 wake_key = keys.wake(self.namespace, queue_name)
                 pipe.rpush(wake_key, *([b"1"] * min(count, WAKE_TOKENS)))
                 pipe.ltrim(wake_key, -WAKE_TOKENS, -1)
-            execute(pipe, self.client, [DISPATCH, *deferred_scripts()])
+            with _enqueue_errors():
+                execute(pipe, self.client, [DISPATCH, *deferred_scripts()])
             for message in prepared:
                 self.emit_after("enqueue", message, None)
             done.extend(prepared)
         return done
 
     def _dispatch_args(self, queue_name: str, redis_id: str, data: bytes) -> list[Any]:
+        with _enqueue_errors():  # asks Redis once, on the first enqueue
+            max_unpack_size = self._max_unpack_size()  # type: ignore[no-untyped-call]
         return [
             "enqueue",
             current_millis(),
@@ -206,7 +215,7 @@ class FleetBroker(RedisBroker):
             self.heartbeat_timeout,
             self.dead_message_ttl,
             self._should_do_maintenance("enqueue"),
-            self._max_unpack_size(),  # type: ignore[no-untyped-call]
+            max_unpack_size,
             redis_id,
             data,
         ]
@@ -273,6 +282,16 @@ class FleetBroker(RedisBroker):
                 self._keeper.stop()
                 self._keeper = None
         super().close()
+
+
+@contextlib.contextmanager
+def _enqueue_errors() -> Iterator[None]:
+    """Redis failures of an enqueue as :class:`EnqueueFailed`: a registered code for the app,
+    and still the redis-py error type it catches today."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise enqueue_failed(exc) from exc
 
 
 def _implements(middleware: Middleware, hook: str) -> bool:

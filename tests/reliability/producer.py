@@ -16,6 +16,7 @@ from collections.abc import Callable
 import redis
 
 from jobs.actor import JobActor
+from middleware.errors import EnqueueFailed
 
 
 class Producer(threading.Thread):
@@ -42,8 +43,13 @@ class Producer(threading.Thread):
                 # have reached Redis, and then its retry is skipped instead of run twice.
                 self.actor.send_with_options(kwargs={"key": key, **self.kwargs}, unique_key=key)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
+                # send() raises EnqueueFailed (SRV_6003), which is also the redis-py error.
+                kind = "TimeoutError" if isinstance(exc, redis.TimeoutError) else "ConnectionError"
+                if not isinstance(exc, EnqueueFailed) or exc.code != "SRV_6003":
+                    self.unexpected.append(exc)
+                    return
                 with self._lock:
-                    self.failures[type(exc).__name__] += 1
+                    self.failures[kind] += 1
                 failing_since = failing_since or time.monotonic()
                 self.stopped.wait(backoff)
                 backoff = min(1.0, backoff * 2)
