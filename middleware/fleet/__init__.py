@@ -151,10 +151,10 @@ class FleetBroker(RedisBroker):
         pipe = self.client.pipeline(transaction=False)
         for write in deferred.take(redis_id):  # the message's job state, written before it
             write(pipe)
-        DISPATCH.queue(pipe, [self.namespace], self._dispatch_args(queue_name, redis_id, data))
-        pipe.rpush(wake_key, b"1")
-        pipe.ltrim(wake_key, -WAKE_TOKENS, -1)
-        with _enqueue_errors():
+        with _enqueue_errors():  # the dispatch arguments may ask Redis too (once per process)
+            DISPATCH.queue(pipe, [self.namespace], self._dispatch_args(queue_name, redis_id, data))
+            pipe.rpush(wake_key, b"1")
+            pipe.ltrim(wake_key, -WAKE_TOKENS, -1)
             execute(pipe, self.client, [DISPATCH, *deferred_scripts()])
 
     def high_lane_of(self, queue_name: str) -> str:
@@ -186,18 +186,18 @@ class FleetBroker(RedisBroker):
                 prepared.append(message)
             pipe = self.client.pipeline(transaction=False)
             woken: dict[str, int] = {}
-            for message in prepared:
-                redis_id = message.options["redis_message_id"]
-                for write in deferred.take(redis_id):
-                    write(pipe)
-                args = self._dispatch_args(message.queue_name, redis_id, message.encode())
-                DISPATCH.queue(pipe, [self.namespace], args)
-                woken[message.queue_name] = woken.get(message.queue_name, 0) + 1
-            for queue_name, count in woken.items():
-                wake_key = keys.wake(self.namespace, queue_name)
-                pipe.rpush(wake_key, *([b"1"] * min(count, WAKE_TOKENS)))
-                pipe.ltrim(wake_key, -WAKE_TOKENS, -1)
             with _enqueue_errors():
+                for message in prepared:
+                    redis_id = message.options["redis_message_id"]
+                    for write in deferred.take(redis_id):
+                        write(pipe)
+                    args = self._dispatch_args(message.queue_name, redis_id, message.encode())
+                    DISPATCH.queue(pipe, [self.namespace], args)
+                    woken[message.queue_name] = woken.get(message.queue_name, 0) + 1
+                for queue_name, count in woken.items():
+                    wake_key = keys.wake(self.namespace, queue_name)
+                    pipe.rpush(wake_key, *([b"1"] * min(count, WAKE_TOKENS)))
+                    pipe.ltrim(wake_key, -WAKE_TOKENS, -1)
                 execute(pipe, self.client, [DISPATCH, *deferred_scripts()])
             for message in prepared:
                 self.emit_after("enqueue", message, None)
@@ -205,8 +205,6 @@ class FleetBroker(RedisBroker):
         return done
 
     def _dispatch_args(self, queue_name: str, redis_id: str, data: bytes) -> list[Any]:
-        with _enqueue_errors():  # asks Redis once, on the first enqueue
-            max_unpack_size = self._max_unpack_size()  # type: ignore[no-untyped-call]
         return [
             "enqueue",
             current_millis(),
@@ -215,7 +213,7 @@ class FleetBroker(RedisBroker):
             self.heartbeat_timeout,
             self.dead_message_ttl,
             self._should_do_maintenance("enqueue"),
-            max_unpack_size,
+            self._max_unpack_size(),  # type: ignore[no-untyped-call]
             redis_id,
             data,
         ]
